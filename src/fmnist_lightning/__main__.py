@@ -1,0 +1,3 @@
+from fmnist_lightning.cli import main
+
+raise SystemExit(main())

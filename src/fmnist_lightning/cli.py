@@ -1,0 +1,133 @@
+"""The command line: Lightning's fit/validate/test/predict through LightningCLI, beside the project's commands."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from fmnist_lightning import runs
+from fmnist_lightning.data import FashionMNISTDataModule
+from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.models import MODELS, FashionMNISTClassifier, count_params
+
+TENSORBOARD = "lightning.pytorch.loggers.TensorBoardLogger"
+LIGHTNING_COMMANDS = {
+    "fit": "train a model (--config configs/<model>.yaml); --ckpt_path last resumes the newest run",
+    "validate": "evaluate a checkpoint on the validation set",
+    "test": "evaluate a checkpoint on the official 10k test set (--ckpt_path best|last|FILE|RUN_DIR)",
+    "predict": "class probabilities of a checkpoint on the test images",
+}
+
+
+class SaveConfigBesideRun(SaveConfigCallback):
+    """Saves each command's config into the run folder without overwriting the one already there.
+
+    LightningCLI's callback refuses to start when ``config.yaml`` exists, which breaks resuming a run or testing
+    its checkpoint into the same folder; here those write ``config.<command>.yaml`` instead.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not self.already_saved and trainer.log_dir is not None:
+            name = runs.free_config_name(Path(trainer.log_dir), stage) if trainer.is_global_zero else None
+            self.config_filename = trainer.strategy.broadcast(name)
+        super().setup(trainer, pl_module, stage)
+
+
+class FashionMNISTCLI(LightningCLI):
+    def __init__(self, args: list[str]) -> None:
+        super().__init__(
+            FashionMNISTClassifier,
+            FashionMNISTDataModule,
+            subclass_mode_model=True,
+            save_config_callback=SaveConfigBesideRun,
+            auto_configure_optimizers=False,
+            args=args,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "model": {"class_path": "fmnist_lightning.models.LeNet5"},
+                "checkpoint.filename": "best",
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                # name null: the CLI names the run after the model class
+                "trainer.logger": {"class_path": TENSORBOARD, "init_args": {"save_dir": "tensorboard_logs", "name": None}},
+            }
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
+        """Resolves ``--ckpt_path`` to a file before LightningCLI reads the model's hyperparameters from it."""
+        super().parse_arguments(parser, args)
+        command = self.config.get("subcommand")
+        if command is None or self.config[command].get("ckpt_path") is None:
+            return
+        config = self.config[command]
+        logger = _tensorboard_args(config)
+        model_dir = Path(logger.save_dir if logger else "tensorboard_logs") / _model_name(config)
+        checkpoint = runs.resolve_checkpoint(config.ckpt_path, model_dir, command)
+        config.ckpt_path = str(checkpoint)
+        run = runs.run_of_checkpoint(checkpoint)
+        if logger is not None and run is not None:
+            logger.save_dir, logger.name, logger.version = str(run[0]), run[1], run[2]
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        logger = _tensorboard_args(config)
+        if logger is not None and logger.name is None:
+            logger.name = _model_name(config)
+
+
+def _tensorboard_args(config):  # noqa: ANN001, ANN202 - jsonargparse Namespaces
+    logger = config.trainer.get("logger")
+    if isinstance(logger, dict) or not hasattr(logger, "class_path") or logger.class_path != TENSORBOARD:
+        return None
+    return logger.init_args
+
+
+def _model_name(config) -> str:  # noqa: ANN001
+    return config.model.class_path.rsplit(".", 1)[-1]
+
+
+def list_models(args: list[str]) -> int:
+    """Print the models with their parameter counts in Keras's convention."""
+    print(f"{'model':<18} {'parameters':>11}  class path")
+    for model in MODELS:
+        print(f"{model.__name__:<18} {count_params(model()):>11,}  {model.__module__.rsplit('.', 1)[0]}.{model.__name__}")
+    return 0
+
+
+PROJECT_COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
+    "models": ("list the models and their parameter counts", list_models),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m fmnist_lightning COMMAND [options]   (or: fmnist COMMAND ...)", "", "Lightning commands:"]
+    lines += [f"  {name:<10} {text}" for name, text in LIGHTNING_COMMANDS.items()]
+    lines += ["", "Project commands:"]
+    lines += [f"  {name:<10} {text}" for name, (text, _) in PROJECT_COMMANDS.items()]
+    lines += ["", "`COMMAND --help` lists a command's options; `fit --config configs/lenet.yaml --print_config` shows a config."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if args[0] in PROJECT_COMMANDS:
+        return PROJECT_COMMANDS[args[0]][1](args[1:])
+    try:
+        FashionMNISTCLI(args)
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

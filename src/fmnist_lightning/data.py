@@ -1,0 +1,303 @@
+"""Fashion-MNIST as a LightningDataModule: torchvision reads the IDX files, batches are sliced from memory."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+from urllib.error import URLError
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import FashionMNIST
+from torchvision.transforms import InterpolationMode, v2
+
+from fmnist_lightning.errors import UserInputError
+
+CLASS_NAMES: tuple[str, ...] = tuple(FashionMNIST.classes)
+NUM_CLASSES = len(CLASS_NAMES)
+# Mean and std of the 60k training pixels scaled to [0, 1].
+MEAN, STD = 0.2860, 0.3530
+RAW_FILES = tuple(Path(url).stem for url, _ in FashionMNIST.resources)  # train/t10k images/labels, uncompressed
+DATA_DIR_HINT = "point --data.data_dir to a folder holding the four Fashion-MNIST files (.gz or uncompressed)"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fmnist_lightning"
+
+
+def study_augmentation() -> v2.Transform:
+    """The study's ImageDataGenerator ranges: rotation ±10°, shifts ±10 %, zoom 0.9–1.1.
+
+    Keras zooms x and y independently and fills with the nearest edge pixel; RandomAffine zooms both axes alike
+    and fills with black, which is Fashion-MNIST's border colour anyway.
+    """
+    return v2.RandomAffine(
+        degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), interpolation=InterpolationMode.BILINEAR
+    )
+
+
+class InMemoryImages(Dataset):
+    """Images held as one uint8 tensor; a batch is gathered with one indexing op.
+
+    torchvision's FashionMNIST builds a PIL image per sample, which costs more than a LeNet-5 training step;
+    ``__getitems__`` lets the DataLoader fetch whole batches (the DataLoader then uses ``unpack_batch`` as collate).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        normalize: v2.Transform,
+        augment: v2.Transform | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        self.images = images.unsqueeze(1)  # N×1×28×28 uint8
+        self.labels = labels
+        self.normalize = normalize
+        self.augment = augment
+        self.label_smoothing = label_smoothing
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        images = self.images[index]
+        if self.augment is not None:
+            # one draw of random parameters per image; a transform applied to the batch would draw one for all
+            images = torch.stack([self.augment(image) for image in images])
+        targets = F.one_hot(self.labels[index], NUM_CLASSES).float()
+        if self.label_smoothing:
+            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / NUM_CLASSES
+        return self.normalize(images), targets
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = self.__getitems__([index])
+        return images[0], targets[0]
+
+
+def unpack_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Collate for ``InMemoryImages``: its batches arrive already stacked."""
+    return batch
+
+
+def study_folds(num_samples: int, num_folds: int, seed: int) -> list[np.ndarray]:
+    """The validation indices of sklearn's ``KFold(num_folds, shuffle=True, random_state=seed)``.
+
+    Written out so the study's exact folds need no scikit-learn: a RandomState permutation cut into
+    ``num_folds`` chunks, the first ``num_samples % num_folds`` one longer.
+    """
+    order = np.random.RandomState(seed).permutation(num_samples)
+    return np.array_split(order, num_folds)
+
+
+class FashionMNISTDataModule(L.LightningDataModule):
+    """Fashion-MNIST with the study's preprocessing: pixels in [0, 1], one-hot float targets.
+
+    Args:
+        data_dir: Folder with the four original files, ``.gz`` or uncompressed, flat or in torchvision's
+            ``FashionMNIST/raw/`` layout. When they are missing and ``download`` is on, torchvision downloads them here.
+        batch_size: Training batch size (evaluation uses ``eval_batch_size``).
+        validation: ``split`` holds out ``val_size`` of train (seeded by ``split_seed``); ``test`` validates on the
+            official test set (what the study's LeNet-5 and EfficientNet notebooks did); ``kfold`` validates on fold
+            ``fold`` of the study's ``KFold(num_folds, shuffle=True, random_state=split_seed)``.
+        val_size: Fraction (< 1) or number of training images held out with ``validation: split``.
+        standardize: Subtract the training mean 0.2860 and divide by the std 0.3530 after scaling to [0, 1].
+        augment: The study's random affine augmentation on training images.
+        label_smoothing: Keras-style smoothing of the one-hot training targets (validation and test stay one-hot).
+        cache_dir: Where ``.gz`` files are decompressed for torchvision; ``data_dir`` itself is never written
+            unless a download is needed. Defaults to ``$XDG_CACHE_HOME/fmnist_lightning``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/",
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        validation: Literal["split", "test", "kfold"] = "split",
+        val_size: float = 0.1,
+        num_folds: int = 5,
+        fold: int = 0,
+        split_seed: int = 1,
+        standardize: bool = False,
+        augment: bool = False,
+        label_smoothing: float = 0.0,
+        num_workers: int = 0,
+        download: bool = True,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if validation == "kfold" and not 0 <= fold < num_folds:
+            raise UserInputError(f"--data.fold must be in 0..{num_folds - 1} for {num_folds} folds, got {fold}")
+        if not 0 <= label_smoothing < 1:
+            raise UserInputError(f"--data.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if val_size <= 0:
+            raise UserInputError(f"--data.val_size must be a fraction in (0, 1) or a count ≥ 1, got {val_size}")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir).expanduser()
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.classes = CLASS_NAMES
+        self.num_classes = NUM_CLASSES
+        self.normalize = v2.Compose(
+            [v2.ToDtype(torch.float32, scale=True)] + ([v2.Normalize([MEAN], [STD])] if standardize else [])
+        )
+
+    # -- locating the files ------------------------------------------------------------------------------------------
+    def _find_sources(self) -> dict[str, Path | None]:
+        """Each raw file's location in ``data_dir``: uncompressed first, then ``.gz``; flat, then torchvision layout."""
+        raw_layout = self.data_dir / "FashionMNIST" / "raw"
+        sources: dict[str, Path | None] = {}
+        for name in RAW_FILES:
+            candidates = [folder / (name + ext) for ext in ("", ".gz") for folder in (self.data_dir, raw_layout)]
+            sources[name] = next((path for path in candidates if path.is_file()), None)
+        return sources
+
+    def _torchvision_root(self) -> Path:
+        """A root where torchvision finds the four uncompressed files in ``FashionMNIST/raw/``.
+
+        torchvision's ``download=False`` only reads uncompressed files in that layout, and ``download=True`` writes
+        beside the user's files; so unless ``data_dir`` already is that layout, the files are decompressed (or
+        linked) into a cache folder keyed by the sources' paths, sizes and mtimes.
+        """
+        sources = self._find_sources()
+        missing = [name for name, path in sources.items() if path is None]
+        if missing:
+            raise UserInputError(
+                f"Fashion-MNIST not found in {self.data_dir}/: missing {', '.join(n + '[.gz]' for n in missing)}; "
+                f"{DATA_DIR_HINT}, or use --data.download true with internet access"
+            )
+        raw_layout = self.data_dir / "FashionMNIST" / "raw"
+        if all(path == raw_layout / name for name, path in sources.items()):
+            return self.data_dir
+        key = hashlib.sha1(
+            "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sources.values()).encode()
+        ).hexdigest()[:16]
+        root = self.cache_dir / key
+        for name, source in sources.items():
+            target = root / "FashionMNIST" / "raw" / name
+            if not target.is_file():
+                _materialize(source, target)
+        return root
+
+    def prepare_data(self) -> None:
+        if any(path is None for path in self._find_sources().values()) and self.hparams.download:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                for train in (True, False):
+                    FashionMNIST(self.data_dir, train=train, download=True)
+            except (URLError, RuntimeError, OSError) as error:
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise UserInputError(
+                    f"could not download Fashion-MNIST into {self.data_dir}/ ({first_line}); {DATA_DIR_HINT}"
+                ) from None
+        self._torchvision_root()
+
+    # -- loading -----------------------------------------------------------------------------------------------------
+    def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        root = self._torchvision_root()
+        try:
+            dataset = FashionMNIST(root, train=train, download=False)
+        except Exception as error:  # torchvision asserts and raises bare errors on malformed IDX files
+            split = "train" if train else "t10k"
+            raise UserInputError(
+                f"cannot read the Fashion-MNIST {split} files from {self.data_dir}/ "
+                f"({type(error).__name__}: {error or 'malformed IDX file'}); replace them with the original files "
+                f"or {DATA_DIR_HINT}"
+            ) from None
+        if len(dataset.data) != len(dataset.targets):
+            split = "train" if train else "t10k"
+            raise UserInputError(
+                f"{self.data_dir}/{split}-images has {len(dataset.data)} images but {split}-labels has "
+                f"{len(dataset.targets)} labels; replace them with the original files or {DATA_DIR_HINT}"
+            )
+        return dataset.data, dataset.targets
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "test_set"):
+            return
+        hp = self.hparams
+        test_images, test_labels = self._load(train=False)
+        self.test_set = InMemoryImages(test_images, test_labels, self.normalize)
+        train_images, train_labels = self._load(train=True)
+        if hp.validation == "test":
+            train_index = torch.arange(len(train_labels))
+            self.val_set = self.test_set
+        else:
+            if hp.validation == "kfold":
+                folds = study_folds(len(train_labels), hp.num_folds, hp.split_seed)
+                val_index = torch.from_numpy(folds[hp.fold])
+            else:
+                num_val = round(hp.val_size * len(train_labels)) if hp.val_size < 1 else int(hp.val_size)
+                if not 0 < num_val < len(train_labels):
+                    raise UserInputError(
+                        f"--data.val_size {hp.val_size} leaves no training or no validation images out of "
+                        f"{len(train_labels)}"
+                    )
+                order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(hp.split_seed))
+                val_index = order[:num_val]
+            is_val = torch.zeros(len(train_labels), dtype=torch.bool)
+            is_val[val_index] = True
+            train_index = (~is_val).nonzero().squeeze(1)
+            self.val_set = InMemoryImages(train_images[val_index], train_labels[val_index], self.normalize)
+        self.train_set = InMemoryImages(
+            train_images[train_index],
+            train_labels[train_index],
+            self.normalize,
+            augment=study_augmentation() if hp.augment else None,
+            label_smoothing=hp.label_smoothing,
+        )
+
+    def _loader(self, dataset: InMemoryImages, batch_size: int, shuffle: bool = False) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=unpack_batch,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.hparams.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.hparams.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+
+def _materialize(source: Path, target: Path) -> None:
+    """Put an uncompressed copy of ``source`` at ``target`` atomically, so concurrent ranks never see half a file."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+            opener: Any = gzip.open if source.suffix == ".gz" else open
+            try:
+                with opener(source, "rb") as src:
+                    shutil.copyfileobj(src, tmp)
+            except (OSError, EOFError, gzip.BadGzipFile) as error:
+                Path(tmp.name).unlink()
+                raise UserInputError(
+                    f"{source} is corrupt or truncated ({error or type(error).__name__}); "
+                    f"replace it with the original file or {DATA_DIR_HINT}"
+                ) from None
+        os.replace(tmp.name, target)
+    except PermissionError as error:
+        raise UserInputError(
+            f"cannot write the decompressed data cache {error.filename}; set --data.cache_dir to a writable folder"
+        ) from None

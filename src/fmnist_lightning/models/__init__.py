@@ -1,0 +1,12 @@
+"""The study's four models, a timm EfficientNet, and their shared base."""
+
+from fmnist_lightning.models.base import FashionMNISTClassifier, count_params
+from fmnist_lightning.models.brownlee import BrownleeCNN
+from fmnist_lightning.models.custom_cnn import CustomCNN
+from fmnist_lightning.models.efficientnet import EfficientNet
+from fmnist_lightning.models.lenet import LeNet5
+from fmnist_lightning.models.seed_efficientnet import SeedEfficientNet
+
+MODELS = (LeNet5, BrownleeCNN, CustomCNN, SeedEfficientNet, EfficientNet)
+
+__all__ = ["MODELS", "BrownleeCNN", "CustomCNN", "EfficientNet", "FashionMNISTClassifier", "LeNet5", "SeedEfficientNet", "count_params"]

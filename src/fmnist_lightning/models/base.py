@@ -1,0 +1,118 @@
+"""Training logic shared by every architecture: loss, metrics, logging and optimisers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES
+
+STAGES = ("train", "val", "test")
+
+
+def count_params(module: nn.Module) -> int:
+    """Parameters plus BatchNorm running mean/variance: what Keras's ``count_params()`` reports."""
+    buffers = sum(b.numel() for name, b in module.named_buffers() if name.rsplit(".", 1)[-1] in ("running_mean", "running_var"))
+    return sum(p.numel() for p in module.parameters()) + buffers
+
+
+class FashionMNISTClassifier(L.LightningModule):
+    """Base of every model: subclasses set ``self.net`` (images N×1×28×28 → logits N×10) and nothing else.
+
+    Targets are one-hot or soft float vectors (Keras ``to_categorical``); the loss is the cross-entropy of the
+    logits against them, which equals Keras's softmax output with ``categorical_crossentropy``.
+
+    Args:
+        optimizer: Built with the model's parameters, e.g. ``torch.optim.SGD`` with ``lr: 0.01`` in YAML.
+        lr_scheduler: Optional, built with the optimizer; stepped every epoch.
+        scheduler_monitor: The metric a ``ReduceLROnPlateau`` scheduler watches.
+    """
+
+    net: nn.Module
+
+    def __init__(
+        self,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.class_names = CLASS_NAMES
+        self.example_input_array = torch.zeros(1, 1, 28, 28)
+        for stage in STAGES:
+            setattr(self, f"{stage}_acc", MulticlassAccuracy(NUM_CLASSES, average="micro"))
+        self.val_confmat = MulticlassConfusionMatrix(NUM_CLASSES)
+        self.test_confmat = MulticlassConfusionMatrix(NUM_CLASSES)
+        self.confusion_matrices: dict[str, torch.Tensor] = {}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, targets = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, targets)
+        labels = targets.argmax(dim=1)
+        accuracy = getattr(self, f"{stage}_acc")
+        accuracy(logits, labels)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
+        self.log(f"{stage}/acc", accuracy, on_step=on_step, on_epoch=True, prog_bar=True)
+        if stage != "train":
+            getattr(self, f"{stage}_confmat").update(logits, labels)
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Class probabilities (the Keras model's softmax output)."""
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(images).softmax(dim=1)
+
+    def _finish_confusion_matrix(self, stage: str) -> None:
+        confmat = getattr(self, f"{stage}_confmat")
+        matrix = confmat.compute()  # synced across DDP ranks
+        confmat.reset()
+        if self.trainer.sanity_checking:
+            return
+        self.confusion_matrices[stage] = matrix.cpu()
+        if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero:
+            self.logger.experiment.add_text(f"{stage}/confusion_matrix", confusion_matrix_markdown(matrix), self.global_step)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_confusion_matrix("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_confusion_matrix("test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(self.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor}}
+
+
+def confusion_matrix_markdown(matrix: torch.Tensor) -> str:
+    """Rows are true classes, columns predicted ones, as a Markdown table TensorBoard's TEXT tab renders."""
+    header = "| true \\ predicted | " + " | ".join(CLASS_NAMES) + " |"
+    rule = "|---" * (len(CLASS_NAMES) + 1) + "|"
+    rows = [f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |" for name, row in zip(CLASS_NAMES, matrix)]
+    return "\n".join([header, rule, *rows])

@@ -1,0 +1,31 @@
+"""The study's custom CNN (its third iteration, its best CNN): two conv/BN/pool stages, Dropout, Dense 128 + BN."""
+
+from typing import Any
+
+from torch import nn
+
+from fmnist_lightning.models.base import FashionMNISTClassifier
+from fmnist_lightning.models.keras_layers import BatchNorm, glorot_uniform_, he_uniform_
+
+
+class CustomCNN(FashionMNISTClassifier):
+    """225,930 parameters in Keras's count (225,482 trainable + 448 BN running statistics)."""
+
+    def __init__(self, dropout: float = 0.4, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.net = nn.Sequential(
+            he_uniform_(nn.Conv2d(1, 32, 3)),  # 32@26×26
+            nn.ReLU(),
+            BatchNorm(32),
+            nn.MaxPool2d(2),  # 32@13×13
+            he_uniform_(nn.Conv2d(32, 64, 3)),  # 64@11×11
+            nn.ReLU(),
+            BatchNorm(64),
+            nn.MaxPool2d(2),  # 64@5×5
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            he_uniform_(nn.Linear(64 * 5 * 5, 128)),
+            nn.ReLU(),
+            BatchNorm(128, dims=1),
+            glorot_uniform_(nn.Linear(128, 10)),
+        )
