@@ -2,7 +2,14 @@
 
 from fmnist_lightning.data import CLASS_NAMES, FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.models import BrownleeCNN, CustomCNN, EfficientNet, FashionMNISTClassifier, LeNet5, SeedEfficientNet
+from fmnist_lightning.models import (
+    BrownleeCNN,
+    CustomCNN,
+    EfficientNet,
+    FashionMNISTClassifier,
+    LeNet5,
+    SeedEfficientNet,
+)
 
 __version__ = "0.1.0"
 __all__ = [

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -33,13 +34,17 @@ class SaveConfigBesideRun(SaveConfigCallback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self.already_saved and trainer.log_dir is not None:
-            name = runs.free_config_name(Path(trainer.log_dir), stage) if trainer.is_global_zero else None
+            command = getattr(stage, "value", stage)  # TrainerFn: fit, validate, test, predict
+            name = runs.free_config_name(Path(trainer.log_dir), command) if trainer.is_global_zero else None
             self.config_filename = trainer.strategy.broadcast(name)
         super().setup(trainer, pl_module, stage)
 
 
 class FashionMNISTCLI(LightningCLI):
-    def __init__(self, args: list[str]) -> None:
+    """LightningCLI with the project's defaults: LeNet-5, a TensorBoard logger named after the model, best and last
+    checkpoints (configurable under ``checkpoint:``), and a ``--ckpt_path`` that understands run folders."""
+
+    def __init__(self, args: list[str] | None) -> None:
         super().__init__(
             FashionMNISTClassifier,
             FashionMNISTDataModule,
@@ -59,7 +64,10 @@ class FashionMNISTCLI(LightningCLI):
                 "checkpoint.mode": "min",
                 "checkpoint.save_last": True,
                 # name null: the CLI names the run after the model class
-                "trainer.logger": {"class_path": TENSORBOARD, "init_args": {"save_dir": "tensorboard_logs", "name": None}},
+                "trainer.logger": {
+                    "class_path": TENSORBOARD,
+                    "init_args": {"save_dir": "tensorboard_logs", "name": None},
+                },
             }
         )
 
@@ -85,14 +93,15 @@ class FashionMNISTCLI(LightningCLI):
             logger.name = _model_name(config)
 
 
-def _tensorboard_args(config):  # noqa: ANN001, ANN202 - jsonargparse Namespaces
+def _tensorboard_args(config: Namespace) -> Namespace | None:
+    """The default TensorBoardLogger's init args in a command's config; None for any other logger."""
     logger = config.trainer.get("logger")
     if isinstance(logger, dict) or not hasattr(logger, "class_path") or logger.class_path != TENSORBOARD:
         return None
     return logger.init_args
 
 
-def _model_name(config) -> str:  # noqa: ANN001
+def _model_name(config: Namespace) -> str:
     return config.model.class_path.rsplit(".", 1)[-1]
 
 
@@ -100,7 +109,9 @@ def list_models(args: list[str]) -> int:
     """Print the models with their parameter counts in Keras's convention."""
     print(f"{'model':<18} {'parameters':>11}  class path")
     for model in MODELS:
-        print(f"{model.__name__:<18} {count_params(model()):>11,}  {model.__module__.rsplit('.', 1)[0]}.{model.__name__}")
+        print(
+            f"{model.__name__:<18} {count_params(model()):>11,}  {model.__module__.rsplit('.', 1)[0]}.{model.__name__}"
+        )
     return 0
 
 
@@ -110,15 +121,23 @@ PROJECT_COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
 
 
 def usage() -> str:
-    lines = ["usage: python -m fmnist_lightning COMMAND [options]   (or: fmnist COMMAND ...)", "", "Lightning commands:"]
+    lines = [
+        "usage: python -m fmnist_lightning COMMAND [options]   (or: fmnist COMMAND ...)",
+        "",
+        "Lightning commands:",
+    ]
     lines += [f"  {name:<10} {text}" for name, text in LIGHTNING_COMMANDS.items()]
     lines += ["", "Project commands:"]
     lines += [f"  {name:<10} {text}" for name, (text, _) in PROJECT_COMMANDS.items()]
-    lines += ["", "`COMMAND --help` lists a command's options; `fit --config configs/lenet.yaml --print_config` shows a config."]
+    lines += [
+        "",
+        "`COMMAND --help` lists a command's options; `fit --config configs/lenet.yaml --print_config` shows a config.",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m fmnist_lightning`` and ``fmnist``; returns the exit code."""
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         print(usage())
@@ -126,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] in PROJECT_COMMANDS:
         return PROJECT_COMMANDS[args[0]][1](args[1:])
     try:
-        FashionMNISTCLI(args)
+        FashionMNISTCLI(argv)  # None: LightningCLI reads sys.argv itself
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

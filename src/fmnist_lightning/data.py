@@ -40,9 +40,7 @@ def study_augmentation() -> v2.Transform:
     Keras zooms x and y independently and fills with the nearest edge pixel; RandomAffine zooms both axes alike
     and fills with black, which is Fashion-MNIST's border colour anyway.
     """
-    return v2.RandomAffine(
-        degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), interpolation=InterpolationMode.BILINEAR
-    )
+    return v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), interpolation=InterpolationMode.BILINEAR)
 
 
 class InMemoryImages(Dataset):
@@ -124,7 +122,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         batch_size: int = 64,
         eval_batch_size: int = 1000,
         validation: Literal["split", "test", "kfold"] = "split",
-        val_size: float = 0.1,
+        val_size: int | float = 0.1,
         num_folds: int = 5,
         fold: int = 0,
         split_seed: int = 1,
@@ -285,19 +283,19 @@ def _materialize(source: Path, target: Path) -> None:
     """Put an uncompressed copy of ``source`` at ``target`` atomically, so concurrent ranks never see half a file."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-            opener: Any = gzip.open if source.suffix == ".gz" else open
-            try:
-                with opener(source, "rb") as src:
-                    shutil.copyfileobj(src, tmp)
-            except (OSError, EOFError, gzip.BadGzipFile) as error:
-                Path(tmp.name).unlink()
-                raise UserInputError(
-                    f"{source} is corrupt or truncated ({error or type(error).__name__}); "
-                    f"replace it with the original file or {DATA_DIR_HINT}"
-                ) from None
-        os.replace(tmp.name, target)
-    except PermissionError as error:
+        tmp = tempfile.NamedTemporaryFile(dir=target.parent, delete=False)  # noqa: SIM115 - closed by the `with` below
+    except OSError as error:
         raise UserInputError(
-            f"cannot write the decompressed data cache {error.filename}; set --data.cache_dir to a writable folder"
+            f"cannot write the data cache {target.parent} ({error.strerror}); set --data.cache_dir to a writable folder"
         ) from None
+    opener: Any = gzip.open if source.suffix == ".gz" else open
+    try:
+        with tmp, opener(source, "rb") as src:
+            shutil.copyfileobj(src, tmp)
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+        Path(tmp.name).unlink()
+        raise UserInputError(
+            f"{source} is corrupt or truncated ({error or type(error).__name__}); "
+            f"replace it with the original file or {DATA_DIR_HINT}"
+        ) from None
+    os.replace(tmp.name, target)

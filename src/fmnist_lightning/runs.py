@@ -15,6 +15,7 @@ or ``last`` (the newest run of the config's model that has that file), a run fol
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def resolve_checkpoint(ckpt_path: str, model_dir: Path, command: str) -> Path:
 
 def run_of_checkpoint(checkpoint: Path) -> tuple[Path, str, int] | None:
     """``(save_dir, name, version)`` when the checkpoint lies in ``<save_dir>/<name>/version_<N>/checkpoints/``."""
-    folder = checkpoint.resolve().parent
+    folder = Path(os.path.normpath(checkpoint)).parent  # kept relative: ModelCheckpoint compares dirpaths as text
     match = _VERSION.fullmatch(folder.parent.name)
     if folder.name != "checkpoints" or match is None:
         return None

@@ -9,4 +9,13 @@ from fmnist_lightning.models.seed_efficientnet import SeedEfficientNet
 
 MODELS = (LeNet5, BrownleeCNN, CustomCNN, SeedEfficientNet, EfficientNet)
 
-__all__ = ["MODELS", "BrownleeCNN", "CustomCNN", "EfficientNet", "FashionMNISTClassifier", "LeNet5", "SeedEfficientNet", "count_params"]
+__all__ = [
+    "MODELS",
+    "BrownleeCNN",
+    "CustomCNN",
+    "EfficientNet",
+    "FashionMNISTClassifier",
+    "LeNet5",
+    "SeedEfficientNet",
+    "count_params",
+]

@@ -19,7 +19,9 @@ STAGES = ("train", "val", "test")
 
 def count_params(module: nn.Module) -> int:
     """Parameters plus BatchNorm running mean/variance: what Keras's ``count_params()`` reports."""
-    buffers = sum(b.numel() for name, b in module.named_buffers() if name.rsplit(".", 1)[-1] in ("running_mean", "running_var"))
+    buffers = sum(
+        b.numel() for name, b in module.named_buffers() if name.rsplit(".", 1)[-1] in ("running_mean", "running_var")
+    )
     return sum(p.numel() for p in module.parameters()) + buffers
 
 
@@ -94,7 +96,9 @@ class FashionMNISTClassifier(L.LightningModule):
             return
         self.confusion_matrices[stage] = matrix.cpu()
         if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero:
-            self.logger.experiment.add_text(f"{stage}/confusion_matrix", confusion_matrix_markdown(matrix), self.global_step)
+            self.logger.experiment.add_text(
+                f"{stage}/confusion_matrix", confusion_matrix_markdown(matrix), self.global_step
+            )
 
     def on_validation_epoch_end(self) -> None:
         self._finish_confusion_matrix("val")
@@ -107,12 +111,18 @@ class FashionMNISTClassifier(L.LightningModule):
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor},
+        }
 
 
 def confusion_matrix_markdown(matrix: torch.Tensor) -> str:
     """Rows are true classes, columns predicted ones, as a Markdown table TensorBoard's TEXT tab renders."""
     header = "| true \\ predicted | " + " | ".join(CLASS_NAMES) + " |"
     rule = "|---" * (len(CLASS_NAMES) + 1) + "|"
-    rows = [f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |" for name, row in zip(CLASS_NAMES, matrix)]
+    rows = [
+        f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |"
+        for name, row in zip(CLASS_NAMES, matrix, strict=True)
+    ]
     return "\n".join([header, rule, *rows])

@@ -12,12 +12,16 @@ from fmnist_lightning.models.keras_layers import BatchNorm, glorot_uniform_
 BLOCKS = ((64, 1), (128, 2), (256, 2), (256, 1), (512, 2))
 
 
-def conv_bn_swish(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, depthwise: bool = False) -> list[nn.Module]:
+def conv_bn_swish(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, depthwise: bool = False
+) -> list[nn.Module]:
     """Keras ``Conv2D``/``DepthwiseConv2D(padding='same', use_bias=False)`` → BN → swish.
 
     timm's ``padding='same'`` pads like TensorFlow: with stride 2 on an even input, 0 before and 1 after.
     """
-    conv = create_conv2d(in_channels, out_channels, kernel_size, stride=stride, padding="same", depthwise=depthwise, bias=False)
+    conv = create_conv2d(
+        in_channels, out_channels, kernel_size, stride=stride, padding="same", depthwise=depthwise, bias=False
+    )
     return [conv, BatchNorm(out_channels), nn.SiLU()]
 
 

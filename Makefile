@@ -1,0 +1,29 @@
+# `make train` and `make test` each set everything up first (a venv in .venv with pip; torch comes from
+# pip's configured index or wheel cache). DATA_DIR: the real files beside the repo when present, else data/
+# (torchvision downloads there).
+PYTHON ?= python3
+VENV ?= .venv
+DATA_DIR ?= $(firstword $(wildcard ../shared/data/fashion-mnist) data)
+CONFIG ?= configs/lenet.yaml
+
+.PHONY: setup train test lint tensorboard
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+train: setup
+	$(VENV)/bin/python -m fmnist_lightning fit --config $(CONFIG) --data.data_dir $(DATA_DIR)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests
+
+test: lint
+	$(VENV)/bin/python -m pytest
+
+tensorboard: setup
+	$(VENV)/bin/tensorboard --logdir tensorboard_logs

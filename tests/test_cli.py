@@ -1,0 +1,117 @@
+"""The CLI as a user runs it: a subprocess per command, on small IDX files the tests write."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cwd / "cache"), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "fmnist_lightning", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_help_lists_lightning_and_project_commands(tmp_path):
+    out = ok(cli("--help", cwd=tmp_path)).stdout
+    for command in ("fit", "validate", "test", "predict", "models"):
+        assert f"  {command} " in out
+    console_script = Path(sys.executable).parent / "fmnist"
+    assert subprocess.run([console_script, "--help"], capture_output=True, text=True).stdout == out
+
+
+def test_models_command_lists_keras_parameter_counts(tmp_path):
+    out = ok(cli("models", cwd=tmp_path)).stdout
+    assert "61,706" in out and "542,230" in out and "225,930" in out and "321,418" in out and "EfficientNet" in out
+
+
+def test_print_config_shows_the_recipe(tmp_path):
+    out = ok(cli("fit", "--config", str(REPO / "configs/lenet.yaml"), "--print_config", cwd=tmp_path)).stdout
+    assert "class_path: fmnist_lightning.models.LeNet5" in out and "lr: 0.01" in out and "max_epochs: 20" in out
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_fits_with_fast_dev_run(tmp_path, tiny_data, config):
+    tiny = ("--data.data_dir", str(tiny_data), "--data.val_size", "0.2")  # 120 images cannot spare 5000
+    ok(cli("fit", "--config", str(config), *tiny, "--trainer.fast_dev_run", "true", cwd=tmp_path))
+
+
+def test_run_folder_scheme_across_processes(tmp_path, tiny_data):
+    fit = ("fit", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data))
+    quick = ("--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar", "false")
+    ok(cli(*fit, *quick, "--trainer.max_epochs", "1", cwd=tmp_path))
+    run = tmp_path / "tensorboard_logs" / "LeNet5" / "version_0"
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    assert list(run.glob("events.out.tfevents.*")) and (run / "hparams.yaml").is_file()
+    config = (run / "config.yaml").read_bytes()
+
+    # test in a new process finds the run's best checkpoint and logs beside it
+    test = ("test", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data), *quick[2:])
+    out = ok(cli(*test, "--ckpt_path", "best", cwd=tmp_path)).stdout
+    assert "test/acc" in out and (run / "config.test.yaml").is_file()
+
+    # fit --ckpt_path last resumes the same run: same folder, right epoch count, config.yaml kept
+    ok(cli(*fit, *quick, "--trainer.max_epochs", "2", "--ckpt_path", "last", cwd=tmp_path))
+    assert [p.name for p in run.parent.iterdir()] == ["version_0"]
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 1 and last["global_step"] == 4 and last["optimizer_states"]
+    assert (run / "config.yaml").read_bytes() == config and (run / "config.fit.yaml").is_file()
+
+    # a run folder is accepted too; a fresh fit starts a new version
+    ok(cli(*test, "--ckpt_path", str(run.relative_to(tmp_path)), cwd=tmp_path))
+    assert (run / "config.test.2.yaml").is_file()
+    ok(cli(*fit, *quick, "--trainer.max_epochs", "1", cwd=tmp_path))
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0", "version_1"]
+
+
+def test_checkpoint_keyword_without_runs_is_a_one_line_error(tmp_path, tiny_data):
+    result = cli(
+        "test",
+        "--config",
+        str(REPO / "configs/lenet.yaml"),
+        "--data.data_dir",
+        str(tiny_data),
+        "--ckpt_path",
+        "last",
+        cwd=tmp_path,
+    )
+    assert "no run under tensorboard_logs/LeNet5" in one_line_error(result)
+
+
+def test_missing_data_is_a_one_line_error(tmp_path):
+    result = cli(
+        "fit",
+        "--config",
+        str(REPO / "configs/lenet.yaml"),
+        "--data.data_dir",
+        "nowhere",
+        "--data.download",
+        "false",
+        cwd=tmp_path,
+    )
+    line = one_line_error(result)
+    assert "nowhere" in line and "train-images-idx3-ubyte" in line and "--data.data_dir" in line
+    assert not (tmp_path / "tensorboard_logs" / "LeNet5" / "version_0" / "checkpoints").exists()

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fmnist_lightning.models import MODELS, BrownleeCNN, CustomCNN, EfficientNet, LeNet5, SeedEfficientNet, count_params
+
+# The study's Keras count_params(): total and trainable.
+KERAS_COUNTS = {
+    LeNet5: (61_706, 61_706),
+    BrownleeCNN: (542_230, 542_230),
+    CustomCNN: (225_930, 225_482),
+    SeedEfficientNet: (321_418, 317_450),
+}
+STUDY_MODELS = list(KERAS_COUNTS)
+
+
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda m: m.__name__)
+def test_output_is_ten_logits_per_image(model_class):
+    model = model_class().eval()
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("model_class", STUDY_MODELS, ids=lambda m: m.__name__)
+def test_parameter_counts_equal_the_keras_models(model_class):
+    model = model_class()
+    total, trainable = KERAS_COUNTS[model_class]
+    assert count_params(model) == total
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == trainable
+
+
+def test_efficientnet_is_timms_model_with_a_stride_one_stem():
+    model = EfficientNet()
+    reference = timm.create_model("efficientnet_b0", in_chans=1, num_classes=10)
+    assert count_params(model) == count_params(reference)
+    assert model.net.conv_stem.stride == (1, 1) and model.net.conv_stem.in_channels == 1
+    assert model.net.forward_features(torch.rand(1, 1, 28, 28)).shape == (1, 1280, 2, 2)
+
+
+def test_efficientnet_starts_from_a_local_pretrained_file(tmp_path):
+    imagenet_like = timm.create_model("efficientnet_b0", num_classes=1000)  # 3 channels, 1000 classes
+    path = tmp_path / "b0.pth"
+    torch.save(imagenet_like.state_dict(), path)
+    model = EfficientNet(pretrained_path=str(path))
+    rgb_stem = imagenet_like.conv_stem.weight.sum(dim=1, keepdim=True)  # timm folds RGB into one channel
+    torch.testing.assert_close(model.net.conv_stem.weight, rgb_stem)
+    torch.testing.assert_close(model.net.blocks[3][0].conv_pw.weight, imagenet_like.blocks[3][0].conv_pw.weight)
+
+
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda m: m.__name__)
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch(model_class):
+    torch.manual_seed(0)
+    model = model_class(optimizer=lambda params: torch.optim.SGD(params, lr=0.001)).train()
+    images, targets = torch.rand(32, 1, 28, 28), F.one_hot(torch.arange(32) % 10, 10).float()
+    optimizer = model.configure_optimizers()
+
+    def loss() -> torch.Tensor:
+        torch.manual_seed(1)  # the same dropout masks before and after the step
+        return F.cross_entropy(model(images), targets)
+
+    before = loss()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        assert loss() < before
+
+
+def limits(layer: nn.Conv2d | nn.Linear) -> tuple[float, float]:
+    """(glorot-uniform, he-uniform) bounds for a layer's kernel."""
+    receptive = layer.weight[0, 0].numel()
+    fan_in, fan_out = layer.weight.shape[1] * receptive, layer.weight.shape[0] * receptive
+    return math.sqrt(6 / (fan_in + fan_out)), math.sqrt(6 / fan_in)
+
+
+def weighted_layers(model: nn.Module) -> list[nn.Conv2d | nn.Linear]:
+    return [m for m in model.net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+# Which layers the study gave he_uniform; all others use Keras's glorot_uniform.
+HE_UNIFORM = {LeNet5: [], BrownleeCNN: [0], CustomCNN: [0, 1, 2], SeedEfficientNet: []}
+
+
+@pytest.mark.parametrize("model_class", STUDY_MODELS, ids=lambda m: m.__name__)
+def test_initializers_are_the_studys_keras_ones(model_class):
+    torch.manual_seed(0)
+    layers = weighted_layers(model_class())
+    for index, layer in enumerate(layers):
+        glorot, he = limits(layer)
+        bound = he if index in HE_UNIFORM[model_class] else glorot
+        weight = layer.weight.detach()
+        assert weight.abs().max() <= bound
+        if weight.numel() >= 2000:  # a uniform distribution fills its range: std = bound / √3
+            assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+        if layer.bias is not None:
+            assert torch.count_nonzero(layer.bias) == 0
+
+
+@pytest.mark.parametrize("model_class", [CustomCNN, SeedEfficientNet], ids=lambda m: m.__name__)
+def test_batchnorm_uses_keras_epsilon_and_momentum(model_class):
+    norms = [m for m in model_class().modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(m.eps == 1e-3 and m.momentum == 0.01 for m in norms)
+
+
+def test_seed_efficientnet_pads_like_keras_same():
+    model = SeedEfficientNet().eval()
+    sizes = []
+    for module in model.net:
+        if isinstance(module, nn.SiLU):
+            module.register_forward_hook(lambda _m, _i, out: sizes.append(out.shape[-1]))
+    image = torch.rand(1, 1, 28, 28)
+    model(image)
+    assert sizes[::2][:6] == [14, 14, 7, 4, 4, 2]  # stem, then each block's pointwise output
+
+    stem = model.net[0]  # Keras 'same', stride 2, even input: pad 0 before and 1 after
+    expected = F.conv2d(F.pad(image, (0, 1, 0, 1)), stem.weight, stride=2)
+    torch.testing.assert_close(stem(image), expected)
+
+
+def test_brownlee_pooling_option():
+    assert isinstance(BrownleeCNN().net[2], nn.AvgPool2d)
+    assert isinstance(BrownleeCNN(pool="max").net[2], nn.MaxPool2d)
+
+
+def test_predict_step_returns_probabilities():
+    probabilities = LeNet5().predict_step((torch.rand(5, 1, 28, 28), torch.zeros(5, 10)), 0)
+    assert probabilities.shape == (5, 10)
+    torch.testing.assert_close(probabilities.sum(1), torch.ones(5))
