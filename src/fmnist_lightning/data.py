@@ -164,7 +164,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
         torchvision's ``download=False`` only reads uncompressed files in that layout, and ``download=True`` writes
         beside the user's files; so unless ``data_dir`` already is that layout, the files are decompressed (or
-        linked) into a cache folder keyed by the sources' paths, sizes and mtimes.
+        copied) into a cache folder keyed by the sources' paths, sizes and mtimes.
         """
         sources = self._find_sources()
         missing = [name for name, path in sources.items() if path is None]
