@@ -1,0 +1,54 @@
+"""Adam in Keras's form, so the study's Adam recipes train step for step like the Keras originals."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+
+
+class KerasAdam(torch.optim.Optimizer):
+    """Adam as ``keras.optimizers.Adam`` computes it (defaults: lr 1e-3, betas 0.9/0.999, eps 1e-7).
+
+    Hand-written because torch has no such option: ``torch.optim.Adam`` adds ``eps`` to the bias-corrected
+    √v̂, while Keras adds it to the raw √v and folds both bias corrections into the step size,
+    ``lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m/(√v + ε)``. With ε = 1e-7 the two differ by ~1e-3 after one step, so
+    ``torch.optim.Adam`` cannot reproduce a Keras run.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-7,
+    ) -> None:
+        if lr < 0 or eps < 0 or not all(0 <= beta < 1 for beta in betas):
+            raise ValueError(f"KerasAdam needs lr ≥ 0, eps ≥ 0 and betas in [0, 1), got {lr=}, {eps=}, {betas=}")
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                    state["m"] = torch.zeros_like(param)
+                    state["v"] = torch.zeros_like(param)
+                state["step"] += 1
+                t = state["step"]
+                m, v, grad = state["m"], state["v"], param.grad
+                m.add_((grad - m) * (1 - beta1))
+                v.add_((grad.square() - v) * (1 - beta2))
+                alpha = group["lr"] * math.sqrt(1 - beta2**t) / (1 - beta1**t)
+                param.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-alpha)
+        return loss
