@@ -1,4 +1,8 @@
-"""Small Fashion-MNIST-format files written by the tests, read through the project's real loading code."""
+"""Small Fashion-MNIST-format files written by the tests, read through the project's real loading code.
+
+Keras (the parity reference in tests/parity) runs on its PyTorch backend unless KERAS_BACKEND is already set; it
+must be chosen before the first ``import keras``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = {

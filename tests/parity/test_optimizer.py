@@ -10,7 +10,7 @@ import torch
 from fmnist_lightning.optim import KerasAdam
 
 
-def run_keras(initial: np.ndarray, grads: list[np.ndarray], **kwargs) -> np.ndarray:  # noqa: ANN003
+def run_keras(initial: np.ndarray, grads: list[np.ndarray], **kwargs) -> np.ndarray:
     variable = keras.Variable(initial)
     optimizer = keras.optimizers.Adam(**kwargs)
     for grad in grads:
@@ -18,7 +18,7 @@ def run_keras(initial: np.ndarray, grads: list[np.ndarray], **kwargs) -> np.ndar
     return keras.ops.convert_to_numpy(variable)
 
 
-def run_torch(optimizer_class: type, initial: np.ndarray, grads: list[np.ndarray], **kwargs) -> np.ndarray:  # noqa: ANN003
+def run_torch(optimizer_class: type, initial: np.ndarray, grads: list[np.ndarray], **kwargs) -> np.ndarray:
     param = torch.nn.Parameter(torch.from_numpy(initial.copy()))
     optimizer = optimizer_class([param], **kwargs)
     for grad in grads:

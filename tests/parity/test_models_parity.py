@@ -1,0 +1,77 @@
+"""Each Lightning model against the study's Keras model: parameter counts, and outputs after weight conversion."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import torch
+from keras_models import brownlee_cnn, custom_cnn, lenet5, seed_efficientnet
+
+from fmnist_lightning import UserInputError
+from fmnist_lightning.models import BrownleeCNN, CustomCNN, LeNet5, SeedEfficientNet, count_params
+from fmnist_lightning.parity import load_keras_weights
+
+PAIRS = [(lenet5, LeNet5), (brownlee_cnn, BrownleeCNN), (custom_cnn, CustomCNN), (seed_efficientnet, SeedEfficientNet)]
+IDS = [torch_class.__name__ for _, torch_class in PAIRS]
+
+
+def randomize_batchnorm_statistics(keras_model: keras.Model, rng: np.random.Generator) -> None:
+    """Fresh BN layers have mean 0 and variance 1, which would hide a mix-up of the running statistics."""
+    for layer in keras_model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([gamma * rng.uniform(0.5, 1.5, gamma.shape), beta + rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 2.0, var.shape)])  # fmt: skip
+
+
+def keras_probabilities(keras_model: keras.Model, images: torch.Tensor) -> np.ndarray:
+    """Keras's softmax output for NCHW images (Keras reads them channels-last)."""
+    return keras.ops.convert_to_numpy(keras_model(images.permute(0, 2, 3, 1).numpy(), training=False))
+
+
+@pytest.mark.parametrize(("build_keras", "torch_class"), PAIRS, ids=IDS)
+def test_parameter_counts_equal_keras_count_params(build_keras, torch_class):
+    keras_model, model = build_keras(), torch_class()
+    keras_trainable = sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert count_params(model) == keras_model.count_params()
+    assert trainable == keras_trainable
+    assert count_params(model) - trainable == keras_model.count_params() - keras_trainable
+
+
+@pytest.mark.parametrize(("build_keras", "torch_class"), PAIRS, ids=IDS)
+def test_converted_weights_give_keras_outputs(build_keras, torch_class):
+    keras.utils.set_random_seed(0)
+    keras_model = build_keras()
+    randomize_batchnorm_statistics(keras_model, np.random.default_rng(0))
+    model = load_keras_weights(torch_class(), keras_model).eval()
+    images = torch.rand(64, 1, 28, 28)
+    with torch.no_grad():
+        ours = model(images).softmax(1).numpy()
+    assert np.abs(ours - keras_probabilities(keras_model, images)).max() <= 1e-5
+
+
+def test_converter_reads_a_saved_keras_file(tmp_path):
+    keras.utils.set_random_seed(1)
+    keras_model = lenet5()
+    path = tmp_path / "lenet.keras"
+    keras_model.save(path)
+    model = load_keras_weights(LeNet5(), str(path)).eval()
+    images = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        ours = model(images).softmax(1).numpy()
+    assert np.abs(ours - keras_probabilities(keras_model, images)).max() <= 1e-5
+
+
+def test_wrong_architecture_names_the_first_mismatching_layer():
+    expected = (
+        r"Keras layer 'conv2d\w*' \(Conv2D, weights \[\(3, 3, 1, 32\), \(32,\)\]\) does not match "
+        r"LeNet5 layer net.0 \(Conv2d, weights \[\(6, 1, 5, 5\), \(6,\)\]\)"
+    )
+    with pytest.raises(UserInputError, match=expected):
+        load_keras_weights(LeNet5(), brownlee_cnn())
+    longer = lenet5()
+    longer.add(keras.layers.Dense(10, name="extra_dense"))
+    with pytest.raises(UserInputError, match="has 6 weighted layers, LeNet5 has 5: Keras layer 'extra_dense' has no"):
+        load_keras_weights(LeNet5(), longer)
