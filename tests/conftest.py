@@ -93,7 +93,7 @@ def real_data_dir() -> Path | None:
     return folder if (folder / "train-images-idx3-ubyte.gz").is_file() else None
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_data() -> Path:
     folder = real_data_dir()
     if folder is None:

@@ -49,7 +49,7 @@ def test_batches_are_scaled_images_and_one_hot_targets(tmp_path, make_datamodule
 
     test_images, test_targets = batch_of(dm.test_dataloader())  # unshuffled: the file's order
     expected = torch.from_numpy(arrays["test", "images"]).float().unsqueeze(1) / 255
-    torch.testing.assert_close(test_images, expected)
+    assert torch.equal(test_images, expected)
     assert torch.equal(test_targets.argmax(1), torch.from_numpy(arrays["test", "labels"]).long())
     assert len(dm.train_set) == 120 and len(dm.test_set) == 40
 

@@ -54,7 +54,7 @@ class InMemoryImages(Dataset):
         self,
         images: torch.Tensor,
         labels: torch.Tensor,
-        normalize: v2.Transform,
+        normalize: v2.Transform | None = None,
         augment: v2.Transform | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
@@ -76,7 +76,9 @@ class InMemoryImages(Dataset):
         targets = F.one_hot(self.labels[index], NUM_CLASSES).float()
         if self.label_smoothing:
             targets = targets * (1 - self.label_smoothing) + self.label_smoothing / NUM_CLASSES
-        return self.normalize(images), targets
+        # exactly the study's x / 255.0: v2.ToDtype(scale=True) multiplies by 1/255, 1 ulp off for half the values
+        images = images.float().div_(255)
+        return (self.normalize(images) if self.normalize else images), targets
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, targets = self.__getitems__([index])
@@ -145,9 +147,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.classes = CLASS_NAMES
         self.num_classes = NUM_CLASSES
-        self.normalize = v2.Compose(
-            [v2.ToDtype(torch.float32, scale=True)] + ([v2.Normalize([MEAN], [STD])] if standardize else [])
-        )
+        self.normalize = v2.Normalize([MEAN], [STD]) if standardize else None
 
     # -- locating the files ------------------------------------------------------------------------------------------
     def _find_sources(self) -> dict[str, Path | None]:

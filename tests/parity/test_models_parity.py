@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import keras
 import numpy as np
 import pytest
@@ -52,10 +54,11 @@ def test_converted_weights_give_keras_outputs(build_keras, torch_class):
     assert np.abs(ours - keras_probabilities(keras_model, images)).max() <= 1e-5
 
 
-def test_converter_reads_a_saved_keras_file(tmp_path):
+@pytest.mark.parametrize("suffix", [".keras", ".h5"], ids=["keras3", "legacy-h5"])
+def test_converter_reads_a_saved_keras_file(tmp_path, suffix):
     keras.utils.set_random_seed(1)
     keras_model = lenet5()
-    path = tmp_path / "lenet.keras"
+    path = tmp_path / f"lenet{suffix}"
     keras_model.save(path)
     model = load_keras_weights(LeNet5(), str(path)).eval()
     images = torch.rand(8, 1, 28, 28)
@@ -75,3 +78,37 @@ def test_wrong_architecture_names_the_first_mismatching_layer():
     longer.add(keras.layers.Dense(10, name="extra_dense"))
     with pytest.raises(UserInputError, match="has 6 weighted layers, LeNet5 has 5: Keras layer 'extra_dense' has no"):
         load_keras_weights(LeNet5(), longer)
+
+
+@pytest.fixture(scope="module")
+def real_test_set(real_data, tmp_path_factory):
+    from fmnist_lightning import FashionMNISTDataModule
+
+    data = FashionMNISTDataModule(
+        str(real_data), validation="test", download=False, cache_dir=str(tmp_path_factory.mktemp("c"))
+    )
+    data.setup("test")
+    return data.test_set
+
+
+@pytest.mark.parametrize(("build_keras", "torch_class"), PAIRS, ids=IDS)
+def test_converted_weights_give_keras_outputs_on_real_images(real_test_set, build_keras, torch_class):
+    keras.utils.set_random_seed(0)
+    keras_model = build_keras()
+    randomize_batchnorm_statistics(keras_model, np.random.default_rng(0))
+    model = load_keras_weights(torch_class(), keras_model).eval()
+    images, _ = real_test_set.__getitems__(list(range(256)))
+    with torch.no_grad():
+        ours = model(images).softmax(1).numpy()
+    assert np.abs(ours - keras_probabilities(keras_model, images)).max() <= 1e-5
+
+
+def test_preprocessing_equals_the_studys_keras_preprocessing(real_test_set, real_data):
+    """The study: ``x / 255.0`` as float32 and ``to_categorical(y)``, read from the same files."""
+    raw = np.frombuffer(gzip.decompress((real_data / "t10k-images-idx3-ubyte.gz").read_bytes()), np.uint8, offset=16)
+    labels = np.frombuffer(gzip.decompress((real_data / "t10k-labels-idx1-ubyte.gz").read_bytes()), np.uint8, offset=8)
+    x_keras = (raw.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32)
+    y_keras = keras.utils.to_categorical(labels, 10)
+    images, targets = real_test_set.__getitems__(list(range(len(labels))))
+    assert np.array_equal(images.permute(0, 2, 3, 1).numpy(), x_keras)
+    assert targets.dtype == torch.float32 and np.array_equal(targets.numpy(), y_keras)
