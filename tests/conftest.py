@@ -87,6 +87,14 @@ def make_datamodule(tmp_path: Path) -> Callable:
     return make
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--parity-report",
+        metavar="PATH",
+        help="write the parity checks' measured differences as a Markdown table (docs/parity.md)",
+    )
+
+
 def real_data_dir() -> Path | None:
     """The real Fashion-MNIST folder: ``$FMNIST_DATA_DIR``, else ``../shared/data/fashion-mnist`` beside the repo."""
     folder = Path(os.environ.get("FMNIST_DATA_DIR", REPO.parent / "shared" / "data" / "fashion-mnist"))

@@ -7,6 +7,8 @@ Layers are paired in order, Keras's weighted layers against the module's conv, d
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,52 +19,121 @@ from torch import nn
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.models.base import FashionMNISTClassifier
 
-# Keras layer class → the torch layer type it becomes.
-KERAS_TO_TORCH = {
-    "Conv2D": nn.Conv2d,
-    "DepthwiseConv2D": nn.Conv2d,
-    "Dense": nn.Linear,
-    "BatchNormalization": nn.modules.batchnorm._BatchNorm,
+BatchNormLayer = nn.modules.batchnorm._BatchNorm
+
+# Keras layer class → its name in a Keras 3 ``.weights.h5`` file (snake case, numbered in model order).
+KERAS_KINDS = {
+    "Conv2D": "conv2d",
+    "DepthwiseConv2D": "depthwise_conv2d",
+    "Dense": "dense",
+    "BatchNormalization": "batch_normalization",
 }
 
 
-def load_keras_model(source: Any) -> Any:
-    """A ``keras.Model``, or one loaded from a ``.keras`` file or a legacy Keras-2 ``.h5`` model file."""
-    import keras
-
-    if isinstance(source, keras.Model):
-        return source
-    path = Path(source)
-    if not path.is_file():
-        raise UserInputError(f"Keras model file {path} not found")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types for unreadable files
-        raise UserInputError(f"cannot load Keras model {path}: {error}") from None
+@dataclass
+class KerasLayer:
+    name: str
+    kind: str  # a key of KERAS_KINDS
+    weights: list[np.ndarray]
 
 
-def keras_weighted_layers(keras_model: Any) -> list[tuple[Any, tuple[int, ...] | None]]:
-    """Each Keras layer that has weights, with the (h, w, c) shape a Flatten fed into it (for the first Dense)."""
+@dataclass
+class TorchLayer:
+    name: str
+    module: nn.Module
+    flattened: tuple[int, int, int] | None  # (h, w, c) that a Flatten fed into this Linear
+
+
+def keras_kind(layer: nn.Module) -> str:
+    """The Keras layer class a torch layer stands for."""
+    if isinstance(layer, nn.Conv2d):
+        depthwise = layer.groups > 1 and layer.groups == layer.in_channels == layer.out_channels
+        return "DepthwiseConv2D" if depthwise else "Conv2D"
+    return "Dense" if isinstance(layer, nn.Linear) else "BatchNormalization"
+
+
+def torch_weighted_layers(module: nn.Module) -> list[TorchLayer]:
+    """The conv, dense and BatchNorm layers of ``module`` in order, with the geometry each Flatten sees."""
+    flatten_inputs: dict[nn.Module, tuple[int, ...]] = {}
+    hooks = [
+        layer.register_forward_hook(lambda m, inputs, _: flatten_inputs.__setitem__(m, tuple(inputs[0].shape[1:])))
+        for layer in module.modules()
+        if isinstance(layer, nn.Flatten)
+    ]
+    was_training = module.training
+    with torch.no_grad():
+        module.eval()(torch.zeros(1, 1, 28, 28))
+    module.train(was_training)
+    for hook in hooks:
+        hook.remove()
     layers, flattened = [], None
-    for layer in keras_model.layers:
-        kind = type(layer).__name__
-        if kind == "Flatten":
-            flattened = tuple(layer.input.shape[1:])
-        elif layer.weights:
-            if kind not in KERAS_TO_TORCH:
-                raise UserInputError(f"Keras layer '{layer.name}' ({kind}) has no counterpart in this project's models")
-            layers.append((layer, flattened if kind == "Dense" else None))
-            if kind == "Dense":
+    for name, layer in module.named_modules():
+        if isinstance(layer, nn.Flatten) and len(flatten_inputs.get(layer, ())) == 3:
+            channels, height, width = flatten_inputs[layer]
+            flattened = (height, width, channels)
+        elif isinstance(layer, (nn.Conv2d, nn.Linear, BatchNormLayer)):
+            layers.append(TorchLayer(name, layer, flattened if isinstance(layer, nn.Linear) else None))
+            if isinstance(layer, nn.Linear):
                 flattened = None
     return layers
 
 
-def torch_weighted_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
-    kinds = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
-    return [(name, layer) for name, layer in module.named_modules() if isinstance(layer, kinds)]
+def keras_model_layers(source: Any) -> list[KerasLayer]:
+    """The weighted layers of a ``keras.Model``, or of one saved as ``.keras`` or legacy Keras-2 ``.h5``."""
+    import keras
+
+    model = source
+    if not isinstance(source, keras.Model):
+        try:
+            model = keras.saving.load_model(source, compile=False)
+        except Exception as error:  # Keras raises many types for unreadable files
+            raise UserInputError(f"cannot load Keras model {source}: {error}") from None
+    layers = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if layer.weights and kind not in KERAS_KINDS:
+            raise UserInputError(f"Keras layer '{layer.name}' ({kind}) has no counterpart in this project's models")
+        if layer.weights:
+            layers.append(KerasLayer(layer.name, kind, [np.asarray(w) for w in layer.get_weights()]))
+    return layers
 
 
-def to_torch_layout(kind: str, weights: list[np.ndarray], flattened: tuple[int, ...] | None) -> list[np.ndarray]:
+def keras_weights_file_layers(path: Path, order: list[str]) -> list[KerasLayer]:
+    """The layers of a Keras 3 ``.weights.h5`` file, which holds no architecture.
+
+    Keras names the file's layers by class and position (``conv2d``, ``conv2d_1``, …, ``dense``), whatever the
+    layers were called, so each kind's layers come out in model order; ``order`` (the torch model's kinds)
+    interleaves the kinds. Shapes are still checked layer by layer afterwards.
+    """
+    import h5py
+
+    by_kind: dict[str, list[tuple[int, KerasLayer]]] = {kind: [] for kind in KERAS_KINDS}
+    snake_to_kind = {snake: kind for kind, snake in KERAS_KINDS.items()}
+    try:
+        with h5py.File(path, "r") as file:
+            for name, group in file.get("layers", {}).items():
+                match = re.fullmatch(r"([a-z0-9_]+?)(?:_(\d+))?", name)
+                weights = [np.asarray(group["vars"][key]) for key in sorted(group.get("vars", {}), key=int)]
+                if not weights:
+                    continue
+                if match is None or match[1] not in snake_to_kind:
+                    raise UserInputError(f"Keras layer '{name}' in {path} has no counterpart in this project's models")
+                kind = snake_to_kind[match[1]]
+                by_kind[kind].append((int(match[2] or 0), KerasLayer(name, kind, weights)))
+    except OSError as error:
+        raise UserInputError(f"cannot read Keras weights {path}: {error}") from None
+    queues = {
+        kind: [layer for _, layer in sorted(numbered, key=lambda item: item[0])] for kind, numbered in by_kind.items()
+    }
+    ordered = []
+    for kind in order:
+        if not queues[kind]:
+            break  # the file has fewer layers of this kind: the leftovers below meet a mismatching torch layer
+        ordered.append(queues[kind].pop(0))
+    return ordered + [layer for queue in queues.values() for layer in queue]
+
+
+def to_torch_layout(kind: str, weights: list[np.ndarray], flattened: tuple[int, int, int] | None) -> list[np.ndarray]:
     """Keras weights of one layer, reordered into the torch layer's tensors (weight, bias, running stats)."""
     if kind == "Conv2D":
         return [weights[0].transpose(3, 2, 0, 1), *weights[1:]]
@@ -70,7 +141,7 @@ def to_torch_layout(kind: str, weights: list[np.ndarray], flattened: tuple[int, 
         return [weights[0].transpose(2, 3, 0, 1), *weights[1:]]
     if kind == "Dense":
         kernel = weights[0]
-        if flattened is not None and len(flattened) == 3:  # (h, w, c) features → torch's (c, h, w)
+        if flattened is not None and kernel.shape[0] == np.prod(flattened):  # (h, w, c) features → (c, h, w)
             height, width, channels = flattened
             kernel = kernel.reshape(height, width, channels, -1).transpose(2, 0, 1, 3).reshape(kernel.shape)
         return [kernel.T, *weights[1:]]
@@ -79,38 +150,51 @@ def to_torch_layout(kind: str, weights: list[np.ndarray], flattened: tuple[int, 
 
 def torch_tensors(layer: nn.Module) -> list[torch.Tensor]:
     tensors = [layer.weight] + ([layer.bias] if layer.bias is not None else [])
-    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+    if isinstance(layer, BatchNormLayer):
         tensors += [layer.running_mean, layer.running_var]
     return tensors
 
 
 def load_keras_weights(model: FashionMNISTClassifier, source: Any) -> FashionMNISTClassifier:
-    """Copy a Keras model's weights into ``model`` (in place, returned); raise on the first layer that differs."""
-    keras_model = load_keras_model(source)
-    keras_layers, torch_layers = keras_weighted_layers(keras_model), torch_weighted_layers(model.net)
+    """Copy a Keras model's weights into ``model`` (in place, returned); raise on the first layer that differs.
+
+    ``source``: a ``keras.Model``, or the path of a ``.keras`` file, a Keras 3 ``.weights.h5`` file or a legacy
+    Keras-2 ``.h5`` model file.
+    """
+    torch_layers = torch_weighted_layers(model.net)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise UserInputError(f"Keras file {path} not found")
+        if path.name.endswith(".weights.h5"):
+            keras_layers = keras_weights_file_layers(path, [keras_kind(layer.module) for layer in torch_layers])
+        else:
+            keras_layers = keras_model_layers(path)
+    else:
+        keras_layers = keras_model_layers(source)
+    model_name = type(model).__name__
     converted = []
-    for (keras_layer, flattened), (torch_name, torch_layer) in zip(keras_layers, torch_layers, strict=False):
-        kind = type(keras_layer).__name__
-        keras_weights = [np.asarray(w) for w in keras_layer.get_weights()]
-        arrays = to_torch_layout(kind, keras_weights, flattened)
-        targets = torch_tensors(torch_layer)
-        keras_shapes = [tuple(w.shape) for w in keras_weights]
+    for keras_layer, torch_layer in zip(keras_layers, torch_layers, strict=False):
+        arrays = to_torch_layout(keras_layer.kind, keras_layer.weights, torch_layer.flattened)
+        targets = torch_tensors(torch_layer.module)
         torch_shapes = [tuple(t.shape) for t in targets]
-        if not isinstance(torch_layer, KERAS_TO_TORCH[kind]) or [a.shape for a in arrays] != torch_shapes:
+        if keras_layer.kind != keras_kind(torch_layer.module) or [a.shape for a in arrays] != torch_shapes:
+            keras_shapes = [tuple(w.shape) for w in keras_layer.weights]
             raise UserInputError(
-                f"Keras layer '{keras_layer.name}' ({kind}, weights {keras_shapes}) does not match "
-                f"{type(model).__name__} layer net.{torch_name} ({type(torch_layer).__name__}, weights {torch_shapes})"
+                f"Keras layer '{keras_layer.name}' ({keras_layer.kind}, weights {keras_shapes}) does not match "
+                f"{model_name} layer net.{torch_layer.name} ({type(torch_layer.module).__name__}, "
+                f"weights {torch_shapes})"
             )
         converted += zip(targets, arrays, strict=True)
     if len(keras_layers) != len(torch_layers):
         extra = (
-            f"Keras layer '{keras_layers[len(torch_layers)][0].name}'"
+            f"Keras layer '{keras_layers[len(torch_layers)].name}'"
             if len(keras_layers) > len(torch_layers)
-            else f"{type(model).__name__} layer net.{torch_layers[len(keras_layers)][0]}"
+            else f"{model_name} layer net.{torch_layers[len(keras_layers)].name}"
         )
         raise UserInputError(
-            f"the Keras model has {len(keras_layers)} weighted layers, {type(model).__name__} has "
-            f"{len(torch_layers)}: {extra} has no counterpart; pick the --model that matches the Keras architecture"
+            f"the Keras model has {len(keras_layers)} weighted layers, {model_name} has {len(torch_layers)}: "
+            f"{extra} has no counterpart; pick the --model that matches the Keras architecture"
         )
     with torch.no_grad():
         for target, array in converted:

@@ -54,17 +54,46 @@ def test_converted_weights_give_keras_outputs(build_keras, torch_class):
     assert np.abs(ours - keras_probabilities(keras_model, images)).max() <= 1e-5
 
 
-@pytest.mark.parametrize("suffix", [".keras", ".h5"], ids=["keras3", "legacy-h5"])
-def test_converter_reads_a_saved_keras_file(tmp_path, suffix):
+SAVED = [(lenet5, LeNet5, ".keras"), (lenet5, LeNet5, ".h5"), (custom_cnn, CustomCNN, ".weights.h5"),
+         (seed_efficientnet, SeedEfficientNet, ".weights.h5")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("build_keras", "torch_class", "suffix"), SAVED, ids=[f"{c.__name__}{s}" for _, c, s in SAVED])
+def test_converter_reads_a_saved_keras_file(tmp_path, build_keras, torch_class, suffix):
+    """``.keras`` and legacy ``.h5`` hold the model; ``.weights.h5`` only weights, named by layer class."""
     keras.utils.set_random_seed(1)
-    keras_model = lenet5()
-    path = tmp_path / f"lenet{suffix}"
-    keras_model.save(path)
-    model = load_keras_weights(LeNet5(), str(path)).eval()
+    keras_model = build_keras()
+    randomize_batchnorm_statistics(keras_model, np.random.default_rng(1))
+    path = tmp_path / f"model{suffix}"
+    keras_model.save_weights(path) if suffix == ".weights.h5" else keras_model.save(path)
+    model = load_keras_weights(torch_class(), str(path)).eval()
     images = torch.rand(8, 1, 28, 28)
     with torch.no_grad():
         ours = model(images).softmax(1).numpy()
     assert np.abs(ours - keras_probabilities(keras_model, images)).max() <= 1e-5
+
+
+def test_weights_file_of_another_architecture_names_the_first_mismatch(tmp_path):
+    path = tmp_path / "brownlee.weights.h5"
+    brownlee_cnn().save_weights(path)
+    with pytest.raises(UserInputError, match=r"Keras layer 'conv2d' \(Conv2D, weights \[\(3, 3, 1, 32\), \(32,\)\]\)"):
+        load_keras_weights(LeNet5(), path)
+    mismatch = r"Keras layer 'dense' \(Dense, .*\) does not match CustomCNN layer net.2 \(BatchNorm2d"
+    with pytest.raises(UserInputError, match=mismatch):
+        load_keras_weights(CustomCNN(), path)
+
+
+def test_missing_or_unreadable_keras_file_is_a_clear_error(tmp_path):
+    with pytest.raises(UserInputError, match=r"Keras file .*absent.keras not found"):
+        load_keras_weights(LeNet5(), tmp_path / "absent.keras")
+    broken = tmp_path / "broken.weights.h5"
+    broken.write_bytes(b"not hdf5")
+    with pytest.raises(UserInputError, match=r"cannot read Keras weights .*broken.weights.h5"):
+        load_keras_weights(LeNet5(), broken)
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(UserInputError, match=r"cannot load Keras model .*broken.keras"):
+        load_keras_weights(LeNet5(), broken)
 
 
 def test_wrong_architecture_names_the_first_mismatching_layer():
