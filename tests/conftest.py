@@ -6,63 +6,15 @@ must be chosen before the first ``import keras``.
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from support import real_data_dir, write_dataset
+
 os.environ.setdefault("KERAS_BACKEND", "torch")
-
-REPO = Path(__file__).resolve().parents[1]
-FILES = {
-    ("train", "images"): "train-images-idx3-ubyte",
-    ("train", "labels"): "train-labels-idx1-ubyte",
-    ("test", "images"): "t10k-images-idx3-ubyte",
-    ("test", "labels"): "t10k-labels-idx1-ubyte",
-}
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """IDX encoding of a uint8 array: magic 0x0000080N, big-endian int32 sizes, then the bytes."""
-    header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def synthetic_split(num: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images whose first two pixels encode a sample id (so tests can tell which image went where)."""
-    rng = np.random.default_rng(offset)
-    images = rng.integers(0, 256, size=(num, 28, 28), dtype=np.uint8)
-    ids = np.arange(offset, offset + num)
-    images[:, 0, 0], images[:, 0, 1] = ids // 256, ids % 256
-    labels = (np.arange(num) % 10).astype(np.uint8)
-    return images, labels
-
-
-def sample_ids(images) -> np.ndarray:
-    flat = np.asarray(images).reshape(len(images), -1).astype(np.int64)
-    return flat[:, 0] * 256 + flat[:, 1]
-
-
-def write_dataset(
-    folder: Path, num_train: int = 120, num_test: int = 40, compress: bool = True, layout: str = "flat"
-) -> dict:
-    """Write the four files; return the arrays written. ``layout`` is ``flat`` or ``torchvision``."""
-    target = folder if layout == "flat" else folder / "FashionMNIST" / "raw"
-    target.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for split, num, offset in (("train", num_train, 0), ("test", num_test, 10_000)):
-        arrays[split, "images"], arrays[split, "labels"] = synthetic_split(num, offset)
-    for key, name in FILES.items():
-        data = idx_bytes(arrays[key])
-        if compress:
-            (target / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
-        else:
-            (target / name).write_bytes(data)
-    return arrays
 
 
 @pytest.fixture
@@ -93,12 +45,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="write the parity checks' measured differences as a Markdown table (docs/parity.md)",
     )
-
-
-def real_data_dir() -> Path | None:
-    """The real Fashion-MNIST folder: ``$FMNIST_DATA_DIR``, else ``../shared/data/fashion-mnist`` beside the repo."""
-    folder = Path(os.environ.get("FMNIST_DATA_DIR", REPO.parent / "shared" / "data" / "fashion-mnist"))
-    return folder if (folder / "train-images-idx3-ubyte.gz").is_file() else None
 
 
 @pytest.fixture(scope="session")

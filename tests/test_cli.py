@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from support import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 

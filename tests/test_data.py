@@ -10,9 +10,9 @@ import torch
 from sklearn.model_selection import KFold
 from torchvision.datasets import FashionMNIST
 
-from conftest import idx_bytes, sample_ids, write_dataset
 from fmnist_lightning import CLASS_NAMES, UserInputError
 from fmnist_lightning.data import MEAN, STD, study_folds
+from support import idx_bytes, sample_ids, write_dataset
 
 
 def batch_of(loader) -> tuple[torch.Tensor, torch.Tensor]:

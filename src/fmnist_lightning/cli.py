@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from fmnist_lightning import runs
 from fmnist_lightning.data import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.models import MODELS, FashionMNISTClassifier, count_params
+from fmnist_lightning.models import MODELS, STUDY_MODELS, FashionMNISTClassifier, count_params
 
 TENSORBOARD = "lightning.pytorch.loggers.TensorBoardLogger"
 LIGHTNING_COMMANDS = {
@@ -115,8 +116,35 @@ def list_models(args: list[str]) -> int:
     return 0
 
 
+def convert_keras(args: list[str]) -> int:
+    """Turn a trained Keras model of the study into a Lightning checkpoint of the matching model."""
+    from fmnist_lightning.parity import load_keras_weights, save_converted_checkpoint
+
+    names = {model.__name__: model for model in STUDY_MODELS}
+    parser = argparse.ArgumentParser(
+        prog="python -m fmnist_lightning convert-keras",
+        description="Convert a Keras model of the study (.keras, .weights.h5 or legacy .h5) into a checkpoint "
+        "that `test --ckpt_path FILE` and `predict --ckpt_path FILE` accept.",
+    )
+    parser.add_argument("source", type=Path, help="the Keras model file")
+    parser.add_argument("--model", required=True, choices=list(names), help="the matching architecture")
+    parser.add_argument("--out", type=Path, help="the checkpoint to write (default: SOURCE's name with .ckpt)")
+    options = parser.parse_args(args)
+    out = options.out or Path(options.source.name.split(".")[0] + ".ckpt")
+    try:
+        model = load_keras_weights(names[options.model](), options.source)
+        save_converted_checkpoint(model, out, options.source)
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: {options.model} with the weights of {options.source} ({count_params(model):,} parameters)")
+    print(f"evaluate it: python -m fmnist_lightning test --ckpt_path {out} --data.data_dir DATA_DIR")
+    return 0
+
+
 PROJECT_COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "models": ("list the models and their parameter counts", list_models),
+    "convert-keras": ("convert a trained Keras model of the study into a checkpoint", convert_keras),
 }
 
 
@@ -126,9 +154,9 @@ def usage() -> str:
         "",
         "Lightning commands:",
     ]
-    lines += [f"  {name:<10} {text}" for name, text in LIGHTNING_COMMANDS.items()]
+    lines += [f"  {name:<13} {text}" for name, text in LIGHTNING_COMMANDS.items()]
     lines += ["", "Project commands:"]
-    lines += [f"  {name:<10} {text}" for name, (text, _) in PROJECT_COMMANDS.items()]
+    lines += [f"  {name:<13} {text}" for name, (text, _) in PROJECT_COMMANDS.items()]
     lines += [
         "",
         "`COMMAND --help` lists a command's options; `fit --config configs/lenet.yaml --print_config` shows a config.",

@@ -7,6 +7,7 @@ Layers are paired in order, Keras's weighted layers against the module's conv, d
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,11 @@ def torch_weighted_layers(module: nn.Module) -> list[TorchLayer]:
 
 def keras_model_layers(source: Any) -> list[KerasLayer]:
     """The weighted layers of a ``keras.Model``, or of one saved as ``.keras`` or legacy Keras-2 ``.h5``."""
-    import keras
+    os.environ.setdefault("KERAS_BACKEND", "torch")  # torch is always here; TensorFlow need not be
+    try:
+        import keras
+    except ImportError:
+        raise UserInputError("reading Keras models needs Keras 3: pip install 'fmnist-lightning[keras]'") from None
 
     model = source
     if not isinstance(source, keras.Model):
@@ -200,3 +205,30 @@ def load_keras_weights(model: FashionMNISTClassifier, source: Any) -> FashionMNI
         for target, array in converted:
             target.copy_(torch.from_numpy(np.ascontiguousarray(array)))
     return model
+
+
+def save_converted_checkpoint(model: FashionMNISTClassifier, path: Path, source: Any) -> Path:
+    """Write ``model`` as a Lightning checkpoint that ``test``, ``validate`` and ``predict`` accept.
+
+    The hyperparameters carry the class path as LightningCLI records it, so ``--ckpt_path`` alone picks the model.
+    An existing file is never replaced; the file appears whole or not at all.
+    """
+    import lightning
+
+    if path.exists():
+        raise UserInputError(f"{path} already exists; choose another --out or remove it first")
+    model_class = type(model)
+    checkpoint = {
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": lightning.__version__,
+        "state_dict": model.state_dict(),
+        "hparams_name": "kwargs",
+        "hyper_parameters": {"_class_path": f"fmnist_lightning.models.{model_class.__name__}", **model.hparams},
+        "converted_from_keras": str(source),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save(checkpoint, partial)
+    partial.replace(path)
+    return path
