@@ -64,3 +64,17 @@ def real_data_dir() -> Path | None:
     """The real Fashion-MNIST folder: ``$FMNIST_DATA_DIR``, else ``../shared/data/fashion-mnist`` beside the repo."""
     folder = Path(os.environ.get("FMNIST_DATA_DIR", REPO.parent / "shared" / "data" / "fashion-mnist"))
     return folder if (folder / "train-images-idx3-ubyte.gz").is_file() else None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """A gzipped IDX file as an array of the shape its header gives."""
+    data = gzip.decompress(path.read_bytes())
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def study_arrays(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The study's inputs, read as its notebooks did: ``x / 255.0`` as float32 N×28×28×1, and the labels."""
+    images = read_idx(folder / f"{FILES[split, 'images']}.gz")
+    return (images[..., None] / 255.0).astype(np.float32), read_idx(folder / f"{FILES[split, 'labels']}.gz")

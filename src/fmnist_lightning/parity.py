@@ -63,7 +63,7 @@ def torch_weighted_layers(module: nn.Module) -> list[TorchLayer]:
     ]
     was_training = module.training
     with torch.no_grad():
-        module.eval()(torch.zeros(1, 1, 28, 28))
+        module.eval()(torch.zeros(1, 1, 28, 28, dtype=next(module.parameters()).dtype))
     module.train(was_training)
     for hook in hooks:
         hook.remove()

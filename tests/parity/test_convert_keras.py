@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import keras
-import numpy as np
 import pytest
 from keras_models import brownlee_cnn, lenet5
 
 from fmnist_lightning.cli import FashionMNISTCLI, main
+from support import study_arrays
 from test_cli import cli, ok, one_line_error
-
-
-def read_idx(path: Path, offset: int) -> np.ndarray:
-    return np.frombuffer(gzip.decompress(path.read_bytes()), np.uint8, offset=offset)
 
 
 @pytest.fixture
@@ -51,10 +46,8 @@ def test_convert_keras_never_overwrites_and_names_the_mismatch(tmp_path, keras_f
 def test_keras_model_trained_one_epoch_keeps_its_test_accuracy(real_data, tmp_path, monkeypatch):
     """The study's LeNet-5 recipe (SGD lr 0.01, batch 64) for one epoch in Keras, converted, tested by the CLI."""
     keras.utils.set_random_seed(0)
-    x_train = (read_idx(real_data / "train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1) / 255.0).astype("float32")
-    y_train = keras.utils.to_categorical(read_idx(real_data / "train-labels-idx1-ubyte.gz", 8), 10)
-    x_test = (read_idx(real_data / "t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1) / 255.0).astype("float32")
-    y_test = keras.utils.to_categorical(read_idx(real_data / "t10k-labels-idx1-ubyte.gz", 8), 10)
+    (x_train, train_labels), (x_test, test_labels) = (study_arrays(real_data, split) for split in ("train", "test"))
+    y_train, y_test = keras.utils.to_categorical(train_labels, 10), keras.utils.to_categorical(test_labels, 10)
     model = lenet5()
     model.compile(keras.optimizers.SGD(0.01), "categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, batch_size=64, epochs=1, verbose=0)

@@ -1,0 +1,169 @@
+"""Training steps: the same weights, batches and loss give the same weights in Keras and in the Lightning model.
+
+Each model trains with its study optimizer, taken from its recipe in ``configs/`` on the torch side and from the
+study's notebook on the Keras side; Dropout is 0 so both runs are deterministic.
+
+BatchNorm's running variance: Keras updates it with the biased batch variance (divided by n), torch with the
+unbiased one (divided by n − 1, n = batch × height × width values per channel), so after a step torch's is larger
+by 0.01 · var/(n − 1). The check undoes that: each step's batch variance is recovered from torch's update and
+re-applied divided by n, and only then compared with Keras's moving variance.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from keras_models import brownlee_cnn, custom_cnn, lenet5, seed_efficientnet
+from lightning.pytorch.cli import instantiate_class
+from test_models_parity import randomize_batchnorm_statistics
+
+from fmnist_lightning.models import BrownleeCNN, CustomCNN, FashionMNISTClassifier, LeNet5, SeedEfficientNet
+from fmnist_lightning.parity import load_keras_weights
+from support import REPO, study_arrays
+
+BN_MOMENTUM = 0.01  # torch's, = 1 − Keras's 0.99
+
+
+@dataclass
+class Recipe:
+    """One model's training: Keras and torch models with Dropout 0, the study's Keras optimizer, the config."""
+
+    build_keras: Callable[[], keras.Model]
+    build_torch: Callable[[], FashionMNISTClassifier]
+    keras_optimizer: Callable[[], keras.optimizers.Optimizer]
+    config: str
+    batch_size: int
+    tolerances: tuple[float, float]  # weights and loss, after 1 and after 5 steps
+
+    @property
+    def name(self) -> str:
+        return self.build_torch().__class__.__name__
+
+
+RECIPES = [
+    Recipe(lenet5, LeNet5, lambda: keras.optimizers.SGD(0.01), "lenet", 64, (1e-5, 1e-5)),
+    Recipe(brownlee_cnn, BrownleeCNN, lambda: keras.optimizers.SGD(0.001, momentum=0.9), "brownlee", 32, (1e-5, 1e-5)),
+    Recipe(partial(custom_cnn, dropout=0.0), partial(CustomCNN, dropout=0.0), lambda: keras.optimizers.Adam(0.001),
+           "custom_cnn", 32, (1e-5, 1e-3)),
+    Recipe(seed_efficientnet, SeedEfficientNet, lambda: keras.optimizers.Adam(), "seed_efficientnet", 64, (1e-5, 1e-3)),
+]  # fmt: skip
+ADAM_RECIPES = RECIPES[2:]
+STEPS = 5
+
+
+def config_optimizer(config: str) -> dict:
+    recipe = yaml.safe_load((REPO / "configs" / f"{config}.yaml").read_text())
+    return recipe["model"]["init_args"]["optimizer"]
+
+
+def real_batches(folder: Path, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first five batches of the training set, as the study fed them (x / 255.0, one-hot)."""
+    images, labels = study_arrays(folder, "train")
+    count = batch_size * STEPS
+    images = torch.from_numpy(images[:count]).permute(0, 3, 1, 2).contiguous()
+    targets = F.one_hot(torch.from_numpy(labels[:count].astype(np.int64)), 10).float()
+    return list(zip(images.split(batch_size), targets.split(batch_size), strict=True))
+
+
+def noise_batches(batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Uniform-noise images: every ReLU before a BatchNorm active, so biases there get near-zero gradients."""
+    generator = torch.Generator().manual_seed(0)
+    return [
+        (torch.rand(batch_size, 1, 28, 28, generator=generator),
+         F.one_hot(torch.randint(0, 10, (batch_size,), generator=generator), 10).float())
+        for _ in range(STEPS)
+    ]  # fmt: skip
+
+
+def keras_form_running_var(history: list[torch.Tensor], values_per_channel: int) -> torch.Tensor:
+    """Torch's running variances after each step, re-derived with Keras's biased batch variance."""
+    corrected = history[0]
+    for before, after in itertools.pairwise(history):
+        unbiased = (after - (1 - BN_MOMENTUM) * before) / BN_MOMENTUM
+        biased = unbiased * (values_per_channel - 1) / values_per_channel
+        corrected = (1 - BN_MOMENTUM) * corrected + BN_MOMENTUM * biased
+    return corrected
+
+
+def batchnorm_layers(model: FashionMNISTClassifier) -> list[torch.nn.Module]:
+    return [m for m in model.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def train_in_lockstep(recipe: Recipe, torch_optimizer: dict, data: list) -> dict[int, dict[str, float]]:
+    """Max abs differences after step 1 and step 5: loss, weights, BN running mean and corrected running var."""
+    keras.utils.set_random_seed(0)
+    keras_model = recipe.build_keras()
+    randomize_batchnorm_statistics(keras_model, np.random.default_rng(0))
+    keras_model.compile(optimizer=recipe.keras_optimizer(), loss="categorical_crossentropy")
+    model = load_keras_weights(recipe.build_torch(), keras_model).train()
+    optimizer = instantiate_class(model.parameters(), torch_optimizer)
+    norms = batchnorm_layers(model)
+    values_per_channel: dict[torch.nn.Module, int] = {}
+    for norm in norms:  # per channel, BN normalises batch × height × width values
+        norm.register_forward_hook(
+            lambda m, inputs, _: values_per_channel.__setitem__(m, inputs[0].numel() // m.num_features)
+        )
+    history = {norm: [norm.running_var.clone()] for norm in norms}
+    differences = {}
+    for step, (images, targets) in enumerate(data, start=1):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), targets)  # the training step's loss (models/base.py)
+        loss.backward()
+        optimizer.step()
+        keras_loss = keras_model.train_on_batch(images.permute(0, 2, 3, 1).numpy(), targets.numpy())
+        for norm in norms:
+            history[norm].append(norm.running_var.clone())
+        if step not in (1, STEPS):
+            continue
+        keras_now = load_keras_weights(recipe.build_torch(), keras_model)  # Keras's weights in torch's layout
+        weights = [(p - q).abs().max().item() for p, q in zip(model.parameters(), keras_now.parameters(), strict=True)]
+        pairs = list(zip(norms, batchnorm_layers(keras_now), strict=True))
+        differences[step] = {
+            "loss": abs(loss.item() - float(keras_loss)),
+            "weights": max(weights),
+            "BN running mean": max([(a.running_mean - b.running_mean).abs().max().item() for a, b in pairs], default=0),
+            "BN running var": max(
+                [(keras_form_running_var(history[a], values_per_channel[a]) - b.running_var).abs().max().item()
+                 for a, b in pairs], default=0.0),
+        }  # fmt: skip
+    return differences
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda recipe: recipe.name)
+def test_training_steps_match_keras(parity, real_data, recipe):
+    torch_optimizer = config_optimizer(recipe.config)
+    optimizer_name = torch_optimizer["class_path"].rsplit(".", 1)[-1]
+    has_batchnorm = bool(batchnorm_layers(recipe.build_torch()))
+    differences = train_in_lockstep(recipe, torch_optimizer, real_batches(real_data, recipe.batch_size))
+    for (step, measured), tolerance in zip(differences.items(), recipe.tolerances, strict=True):
+        for quantity, difference in measured.items():
+            if quantity.startswith("BN") and not has_batchnorm:
+                continue
+            bn_tolerance = 1e-5 if quantity.startswith("BN") else tolerance
+            parity(recipe.name, f"{optimizer_name}: {quantity} after {step} step(s)", difference, bn_tolerance)
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("recipe", ADAM_RECIPES, ids=lambda recipe: recipe.name)
+def test_adam_figures_for_comparison(parity, real_data, recipe):
+    """Reported, not asserted: ``torch.optim.Adam`` with Keras's hyperparameters on the same batches, and
+    KerasAdam on noise batches, where Adam's ε window amplifies the frameworks' float noise (docs/parity.md)."""
+    torch_adam = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001, "eps": 1e-7}}
+    cases = [
+        ("torch.optim.Adam", torch_adam, real_batches(real_data, recipe.batch_size)),
+        ("KerasAdam, uniform-noise batches", config_optimizer(recipe.config), noise_batches(recipe.batch_size)),
+    ]
+    for label, torch_optimizer, data in cases:
+        for step, measured in train_in_lockstep(recipe, torch_optimizer, data).items():
+            parity(recipe.name, f"{label}: weights after {step} step(s)", measured["weights"], None)
