@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmnist_lightning.models import MODELS, BrownleeCNN, CustomCNN, EfficientNet, LeNet5, SeedEfficientNet, count_params
+from fmnist_lightning.models.keras_layers import BatchNorm
 
 # The study's Keras count_params(): total and trainable.
 KERAS_COUNTS = {
@@ -130,3 +131,16 @@ def test_predict_step_returns_probabilities():
     probabilities = LeNet5().predict_step((torch.rand(5, 1, 28, 28), torch.zeros(5, 10)), 0)
     assert probabilities.shape == (5, 10)
     torch.testing.assert_close(probabilities.sum(1), torch.ones(5))
+
+
+def test_batchnorm_is_accurate_on_channels_last_features():
+    """NHWC arrays permuted to NCHW make convs return channels-last memory, where torch's CPU kernel is inexact."""
+    torch.manual_seed(0)
+    nhwc = (torch.rand(32, 28, 28, 1) > 0.5) * torch.rand(32, 28, 28, 1)  # half background, like Fashion-MNIST
+    features = torch.relu(nn.Conv2d(1, 32, 3)(nhwc.permute(0, 3, 1, 2))).detach()
+    assert features.is_contiguous(memory_format=torch.channels_last)
+    exact = features.double()
+    exact = (exact - exact.mean((0, 2, 3), keepdim=True)) / (exact.var((0, 2, 3), False, True) + 1e-3).sqrt()
+    plain_error = (nn.BatchNorm2d(32, eps=1e-3)(features).double() - exact).abs().max()
+    ours_error = (BatchNorm(32)(features).double() - exact).abs().max()
+    assert ours_error < 1e-6 < 1e-5 < plain_error
