@@ -6,7 +6,7 @@ VENV ?= .venv
 DATA_DIR ?= $(firstword $(wildcard ../shared/data/fashion-mnist) data)
 CONFIG ?= configs/lenet.yaml
 
-.PHONY: setup train test lint tensorboard
+.PHONY: setup train test lint tensorboard parity-report
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,7 @@ test: lint
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir tensorboard_logs
+
+# docs/parity.md: the parity tests' measured differences against Keras, from a run that asserts them
+parity-report: setup
+	$(VENV)/bin/python -m pytest tests/parity -q --parity-report docs/parity.md

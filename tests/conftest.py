@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torchvision  # noqa: F401  (before Keras: TensorFlow loaded before torch's triton aborts, LLVM error)
 
 from support import real_data_dir, write_dataset
 

@@ -57,7 +57,7 @@ def render_report(measurements: list[Measurement], session: pytest.Session) -> s
         return MODEL_ORDER.index(m.model) if m.model in MODEL_ORDER else len(MODEL_ORDER)
 
     rows = [
-        f"| {m.model} | {m.check} | {m.measured:.2e} | "
+        f"| {m.model} | {m.check.replace('|', chr(92) + '|')} | {m.measured:.2e} | "
         f"{'≤ ' + format(m.tolerance, '.0e') if m.tolerance is not None else 'reported'} | "
         f"{('pass' if m.passed else '**FAIL**') if m.tolerance is not None else '—'} |"
         for m in sorted(measurements, key=order)  # stable: within a model, the order the tests ran

@@ -1,7 +1,8 @@
 """Training steps: the same weights, batches and loss give the same weights in Keras and in the Lightning model.
 
-Each model trains with its study optimizer, taken from its recipe in ``configs/`` on the torch side and from the
-study's notebook on the Keras side; Dropout is 0 so both runs are deterministic.
+Each model trains on the first five batches of the real training set with its study optimizer, taken from its
+recipe in ``configs/`` on the torch side and from the study's notebook on the Keras side; Dropout is 0 so both runs
+are deterministic. SGD is linear in the gradient, so every weight is compared. Adam is not: see ``ADAM_WINDOW``.
 
 BatchNorm's running variance: Keras updates it with the biased batch variance (divided by n), torch with the
 unbiased one (divided by n − 1, n = batch × height × width values per channel), so after a step torch's is larger
@@ -59,6 +60,11 @@ RECIPES = [
 ]  # fmt: skip
 ADAM_RECIPES = RECIPES[2:]
 STEPS = 5
+# Adam's first step moves a weight by lr·g/(|g| + ε̂), ε̂ = ε/√(1 − β₂) ≈ 3.2e-6: a gradient error δ shifts it by
+# lr·ε̂·δ/(|g| + ε̂)², up to lr·δ/ε̂ ≈ 316·δ at g = 0. Weights whose gradient is exactly 0 (from a feature that is
+# constant over the batch, such as Fashion-MNIST's black corners) get a step of float-noise sign, up to ±lr, in any
+# two float32 implementations. Weights with |g| below this are compared separately and reported, not asserted.
+ADAM_WINDOW = 1e-4
 
 
 def config_optimizer(config: str) -> dict:
@@ -75,16 +81,6 @@ def real_batches(folder: Path, batch_size: int) -> list[tuple[torch.Tensor, torc
     return list(zip(images.split(batch_size), targets.split(batch_size), strict=True))
 
 
-def noise_batches(batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Uniform-noise images: every ReLU before a BatchNorm active, so biases there get near-zero gradients."""
-    generator = torch.Generator().manual_seed(0)
-    return [
-        (torch.rand(batch_size, 1, 28, 28, generator=generator),
-         F.one_hot(torch.randint(0, 10, (batch_size,), generator=generator), 10).float())
-        for _ in range(STEPS)
-    ]  # fmt: skip
-
-
 def keras_form_running_var(history: list[torch.Tensor], values_per_channel: int) -> torch.Tensor:
     """Torch's running variances after each step, re-derived with Keras's biased batch variance."""
     corrected = history[0]
@@ -93,6 +89,10 @@ def keras_form_running_var(history: list[torch.Tensor], values_per_channel: int)
         biased = unbiased * (values_per_channel - 1) / values_per_channel
         corrected = (1 - BN_MOMENTUM) * corrected + BN_MOMENTUM * biased
     return corrected
+
+
+def largest(values: torch.Tensor) -> float:
+    return values.max().item() if values.numel() else 0.0
 
 
 def batchnorm_layers(model: FashionMNISTClassifier) -> list[torch.nn.Module]:
@@ -119,6 +119,9 @@ def train_in_lockstep(recipe: Recipe, torch_optimizer: dict, data: list) -> dict
         optimizer.zero_grad()
         loss = F.cross_entropy(model(images), targets)  # the training step's loss (models/base.py)
         loss.backward()
+        if step == 1:  # Adam's first step is about ±lr wherever |gradient| ≫ ε̂, but noise-driven inside ε̂'s window
+            window = ADAM_WINDOW if "Adam" in torch_optimizer["class_path"] else 0.0
+            in_window = [p.grad.abs() < window for p in model.parameters()]
         optimizer.step()
         keras_loss = keras_model.train_on_batch(images.permute(0, 2, 3, 1).numpy(), targets.numpy())
         for norm in norms:
@@ -126,11 +129,13 @@ def train_in_lockstep(recipe: Recipe, torch_optimizer: dict, data: list) -> dict
         if step not in (1, STEPS):
             continue
         keras_now = load_keras_weights(recipe.build_torch(), keras_model)  # Keras's weights in torch's layout
-        weights = [(p - q).abs().max().item() for p, q in zip(model.parameters(), keras_now.parameters(), strict=True)]
+        weights = [(p - q).abs().detach() for p, q in zip(model.parameters(), keras_now.parameters(), strict=True)]
         pairs = list(zip(norms, batchnorm_layers(keras_now), strict=True))
         differences[step] = {
             "loss": abs(loss.item() - float(keras_loss)),
-            "weights": max(weights),
+            "weights": max(largest(w[~mask]) for w, mask in zip(weights, in_window, strict=True)),
+            "weights in ε window": max(largest(w[mask]) for w, mask in zip(weights, in_window, strict=True)),
+            "ε-window weights": sum(int(mask.sum()) for mask in in_window),
             "BN running mean": max([(a.running_mean - b.running_mean).abs().max().item() for a, b in pairs], default=0),
             "BN running var": max(
                 [(keras_form_running_var(history[a], values_per_channel[a]) - b.running_var).abs().max().item()
@@ -139,31 +144,39 @@ def train_in_lockstep(recipe: Recipe, torch_optimizer: dict, data: list) -> dict
     return differences
 
 
+def record(parity: Callable, recipe: Recipe, label: str, step: int, measured: dict, tolerance: float | None) -> None:
+    """One report row per quantity; Adam's ε-window weights are reported beside the asserted ones."""
+    window_size = int(measured.pop("ε-window weights"))
+    window_difference = measured.pop("weights in ε window")
+    has_batchnorm = bool(batchnorm_layers(recipe.build_torch()))
+    for quantity, difference in measured.items():
+        if quantity == "weights" and window_size:
+            quantity = f"weights with |gradient| ≥ {ADAM_WINDOW:.0e}"
+        if has_batchnorm or not quantity.startswith("BN"):
+            parity(recipe.name, f"{label}: {quantity} after {step} step(s)", difference, tolerance)
+    if window_size:
+        quantity = f"the {window_size} weights with |gradient| < {ADAM_WINDOW:.0e}"
+        parity(recipe.name, f"{label}: {quantity} after {step} step(s)", window_difference, None)
+
+
 @pytest.mark.real_data
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda recipe: recipe.name)
 def test_training_steps_match_keras(parity, real_data, recipe):
+    """Loss, weights and BN running statistics after one and five steps (BN: the step's tolerance, since after
+    five Adam steps they follow weights that may differ by 1e-3)."""
     torch_optimizer = config_optimizer(recipe.config)
-    optimizer_name = torch_optimizer["class_path"].rsplit(".", 1)[-1]
-    has_batchnorm = bool(batchnorm_layers(recipe.build_torch()))
+    label = torch_optimizer["class_path"].rsplit(".", 1)[-1]
     differences = train_in_lockstep(recipe, torch_optimizer, real_batches(real_data, recipe.batch_size))
     for (step, measured), tolerance in zip(differences.items(), recipe.tolerances, strict=True):
-        for quantity, difference in measured.items():
-            if quantity.startswith("BN") and not has_batchnorm:
-                continue
-            bn_tolerance = 1e-5 if quantity.startswith("BN") else tolerance
-            parity(recipe.name, f"{optimizer_name}: {quantity} after {step} step(s)", difference, bn_tolerance)
+        record(parity, recipe, label, step, measured, tolerance)
 
 
 @pytest.mark.real_data
 @pytest.mark.parametrize("recipe", ADAM_RECIPES, ids=lambda recipe: recipe.name)
-def test_adam_figures_for_comparison(parity, real_data, recipe):
-    """Reported, not asserted: ``torch.optim.Adam`` with Keras's hyperparameters on the same batches, and
-    KerasAdam on noise batches, where Adam's ε window amplifies the frameworks' float noise (docs/parity.md)."""
+def test_torch_adam_for_comparison(parity, real_data, recipe):
+    """Reported, not asserted: ``torch.optim.Adam`` with Keras's hyperparameters on the same batches."""
     torch_adam = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001, "eps": 1e-7}}
-    cases = [
-        ("torch.optim.Adam", torch_adam, real_batches(real_data, recipe.batch_size)),
-        ("KerasAdam, uniform-noise batches", config_optimizer(recipe.config), noise_batches(recipe.batch_size)),
-    ]
-    for label, torch_optimizer, data in cases:
-        for step, measured in train_in_lockstep(recipe, torch_optimizer, data).items():
-            parity(recipe.name, f"{label}: weights after {step} step(s)", measured["weights"], None)
+    differences = train_in_lockstep(recipe, torch_adam, real_batches(real_data, recipe.batch_size))
+    for step, measured in differences.items():
+        weights_only = {key: measured[key] for key in ("weights", "weights in ε window", "ε-window weights")}
+        record(parity, recipe, "torch.optim.Adam", step, weights_only, None)
