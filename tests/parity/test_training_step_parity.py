@@ -117,7 +117,7 @@ def train_in_lockstep(recipe: Recipe, torch_optimizer: dict, data: list) -> dict
     differences = {}
     for step, (images, targets) in enumerate(data, start=1):
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(images), targets)  # the training step's loss (models/base.py)
+        loss = model.loss(model(images), targets)
         loss.backward()
         if step == 1:  # Adam's first step is about ±lr wherever |gradient| ≫ ε̂, but noise-driven inside ε̂'s window
             window = ADAM_WINDOW if "Adam" in torch_optimizer["class_path"] else 0.0

@@ -60,10 +60,17 @@ class FashionMNISTClassifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Keras's softmax output with ``categorical_crossentropy``, computed from the logits (log-softmax).
+
+        Exact where Keras, given probabilities, clips them to [1e-7, 1 − 1e-7] (tests/parity/test_loss_parity.py).
+        """
+        return F.cross_entropy(logits, targets, reduction=reduction)
+
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, targets = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, targets)
+        loss = self.loss(logits, targets)
         labels = targets.argmax(dim=1)
         accuracy = getattr(self, f"{stage}_acc")
         accuracy(logits, labels)
