@@ -81,4 +81,46 @@ def render_report(measurements: list[Measurement], session: pytest.Session) -> s
 
 
 NOTES = """## Notes
+
+**Reference.** `tests/parity/keras_models.py` defines the study's four Keras models as its notebooks wrote them
+(channels-last, Keras initialisers, the same padding, BatchNormalization and Dropout, softmax output). Weights go
+from Keras to the Lightning model through `fmnist_lightning.parity` (the converter behind `convert-keras`):
+NHWC→NCHW kernels, depthwise kernels, BN γ/β/moving statistics, and the first Dense after a Flatten permuted from
+Keras's (h, w, c) feature order to torch's (c, h, w).
+
+**Forward.** Keras's BN moving statistics are randomised before conversion (fresh ones are 0 and 1 and would hide a
+mix-up). Inputs are random images and the first 256 real test images, eval mode; the check is the max abs
+difference of the softmax outputs.
+
+**Training steps.** Each model trains on the first five batches of the real training set (the study's batch size,
+`x / 255.0`, one-hot targets) in Keras and in torch from the same converted weights, Dropout 0, with the study's
+optimizer: the torch side takes it from the model's recipe in `configs/`, so these rows check the configs too.
+SGD is linear in the gradient, so every weight is compared. Adam is not: its first step moves a weight by about
+lr·g/(|g| + ε̂) with ε̂ = ε/√(1 − β₂) ≈ 3.2e-6, so a weight whose gradient is (nearly) zero — a pixel that is
+black in every image of the batch — takes a step whose size and sign are float-rounding noise, up to ±lr, in any
+two float32 implementations. Weights whose first gradient is below 1e-4 are therefore reported in their own row,
+not asserted; all others are.
+
+**KerasAdam vs `torch.optim.Adam`.** Keras adds ε to the raw √v and folds both bias corrections into the step
+size; torch adds ε to the bias-corrected √v̂. `fmnist_lightning.optim.KerasAdam` computes Keras's form and the
+study-recipe configs use it; the `torch.optim.Adam` rows show what torch's own Adam (lr 1e-3, eps 1e-7) gives on
+the same batches.
+
+**BatchNorm running variance.** Keras updates the moving variance with the biased batch variance (÷ n), torch with
+the unbiased one (÷ (n − 1)), n = batch × height × width values per channel. The check re-derives each step's
+batch variance from torch's update and re-applies it ÷ n before comparing. Training is unaffected (both normalise
+with the biased variance), but torch's running variance, which evaluation uses, comes out larger by up to
+n/(n − 1): 1.03 for the custom CNN's BatchNorm after its Dense layer (n = 32, the batch), under 1.004 elsewhere. On CPU
+the project's BatchNorm normalises a contiguous copy of channels-last inputs (`ContiguousBatchNorm2d`): torch's
+channels-last CPU kernel computes batch statistics far less accurately (tests/test_models.py measures it).
+
+**Initialisation.** Each Keras layer's own initializer (glorot_uniform by default, he_uniform where the study
+set it) and Keras's `compute_fans` of its kernel shape give the bound and standard deviation; each layer's kernels
+are pooled over re-initialisations to at least 2880 values, where the 5 % std tolerance is 6 standard errors
+(false-failure probability about 2e-9 per layer). Biases and BN state are compared with a fresh Keras model's.
+
+**Loss.** Given probabilities, Keras clips them to [1e-7, 1 − 1e-7] before the log: the loss of a confidently wrong
+prediction is capped at −log(1e-7) ≈ 16.1 and its gradient is zero, so it stops being corrected. The project
+takes log-softmax of the logits and stays exact (the float64 rows). On the TensorFlow backend, a tensor straight
+from Keras's softmax keeps its logits and Keras computes the loss from them, as the study's TF training did.
 """

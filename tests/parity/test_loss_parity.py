@@ -21,9 +21,14 @@ KERAS_EPSILON = 1e-7
 NUM_CLASSES = 10
 
 
-def keras_loss(logits: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
-    """Per-sample Keras loss of the study's model output: softmax probabilities, then categorical_crossentropy."""
-    probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits.numpy()))
+def keras_loss(logits: torch.Tensor, targets: torch.Tensor, via_numpy: bool = True) -> np.ndarray:
+    """Per-sample Keras loss of the study's model output: softmax probabilities, then categorical_crossentropy.
+
+    ``via_numpy=False`` hands Keras its own softmax tensor, from which the TensorFlow backend recovers the logits.
+    """
+    probabilities = keras.ops.softmax(logits.numpy())
+    if via_numpy:
+        probabilities = keras.ops.convert_to_numpy(probabilities)
     return keras.ops.convert_to_numpy(keras.losses.categorical_crossentropy(targets.numpy(), probabilities))
 
 
@@ -76,6 +81,10 @@ def test_where_keras_clips_ours_stays_exact(parity):
                (error / exact)[wrong].max(), tolerances[0])  # fmt: skip
         parity("all models", f"loss: {name} max abs error vs float64 where p(true) > 1 − 1e-7",
                error[~wrong].max(), tolerances[1])  # fmt: skip
+    softmax_tensor = np.abs(keras_loss(logits, targets, via_numpy=False) - exact) / exact
+    backend = keras.backend.backend()
+    parity("all models", f"loss: Keras's max relative error where p(true) < 1e-7, given its softmax tensor ({backend})",
+           softmax_tensor[wrong].max(), None)  # fmt: skip
 
 
 def test_where_keras_clips_its_gradient_vanishes(parity):
