@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,9 @@ def keras_model_layers(source: Any) -> list[KerasLayer]:
     model = source
     if not isinstance(source, keras.Model):
         try:
-            model = keras.saving.load_model(source, compile=False)
+            with warnings.catch_warnings():  # Keras 2 files declare input_shape on the first layer; Keras 3 warns
+                warnings.filterwarnings("ignore", "Do not pass an `input_shape`", UserWarning)
+                model = keras.saving.load_model(source, compile=False)
         except Exception as error:  # Keras raises many types for unreadable files
             raise UserInputError(f"cannot load Keras model {source}: {error}") from None
     layers = []

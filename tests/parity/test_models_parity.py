@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 import torch
+from fixtures.make_lenet5_keras2_h5 import keras2_weights
 from keras_models import brownlee_cnn, custom_cnn, lenet5, seed_efficientnet
 
 from fmnist_lightning import UserInputError
@@ -13,6 +16,7 @@ from fmnist_lightning.models import BrownleeCNN, CustomCNN, LeNet5, SeedEfficien
 from fmnist_lightning.parity import load_keras_weights
 from support import study_arrays
 
+KERAS2_FILE = Path(__file__).with_name("fixtures") / "lenet5_keras2.h5"
 PAIRS = [(lenet5, LeNet5), (brownlee_cnn, BrownleeCNN), (custom_cnn, CustomCNN), (seed_efficientnet, SeedEfficientNet)]
 IDS = [torch_class.__name__ for _, torch_class in PAIRS]
 
@@ -70,6 +74,18 @@ def test_converter_reads_a_saved_keras_file(tmp_path, build_keras, torch_class, 
     with torch.no_grad():
         ours = model(images).softmax(1).numpy()
     assert np.abs(ours - keras_probabilities(keras_model, images)).max() <= 1e-5
+
+
+def test_converter_reads_a_keras2_h5_file(parity):
+    """A LeNet-5 saved by Keras 2 (tf_keras 2.21, ``fixtures/make_lenet5_keras2_h5.py``), as the study's era saved."""
+    keras_model = lenet5()
+    keras_model.set_weights(keras2_weights([tuple(w.shape) for w in keras_model.weights]))
+    model = load_keras_weights(LeNet5(), KERAS2_FILE).eval()
+    images = torch.rand(64, 1, 28, 28)
+    with torch.no_grad():
+        ours = model(images).softmax(1).numpy()
+    difference = np.abs(ours - keras_probabilities(keras_model, images)).max()
+    parity("LeNet5", "forward: Keras-2 .h5 file converted, max |softmax difference| (random images)", difference, 1e-5)
 
 
 def test_weights_file_of_another_architecture_names_the_first_mismatch(tmp_path):
