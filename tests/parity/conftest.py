@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-MODEL_ORDER = ("LeNet5", "BrownleeCNN", "CustomCNN", "SeedEfficientNet")
+MODEL_ORDER = ("LeNet5", "BrownleeCNN", "CustomCNN", "SeedEfficientNet", "DataModule")
+FILE_ORDER = ("test_models_parity", "test_init_parity", "test_training_step_parity", "test_convert_keras")
 
 
 @dataclass
@@ -53,14 +54,16 @@ def render_report(measurements: list[Measurement], session: pytest.Session) -> s
     import keras
     import torch
 
-    def order(m: Measurement) -> int:
-        return MODEL_ORDER.index(m.model) if m.model in MODEL_ORDER else len(MODEL_ORDER)
+    def order(m: Measurement) -> tuple[int, int]:
+        file = Path(m.test.split("::")[0]).stem
+        return (MODEL_ORDER.index(m.model) if m.model in MODEL_ORDER else len(MODEL_ORDER),
+                FILE_ORDER.index(file) if file in FILE_ORDER else len(FILE_ORDER))  # fmt: skip
 
     rows = [
         f"| {m.model} | {m.check.replace('|', chr(92) + '|')} | {m.measured:.2e} | "
         f"{'≤ ' + format(m.tolerance, '.0e') if m.tolerance is not None else 'reported'} | "
         f"{('pass' if m.passed else '**FAIL**') if m.tolerance is not None else '—'} |"
-        for m in sorted(measurements, key=order)  # stable: within a model, the order the tests ran
+        for m in sorted(measurements, key=order)  # stable: within a file, the order the tests ran
     ]
     header = [
         "# Parity with the Keras study",

@@ -36,17 +36,21 @@ def keras_probabilities(keras_model: keras.Model, images: torch.Tensor) -> np.nd
 
 
 @pytest.mark.parametrize(("build_keras", "torch_class"), PAIRS, ids=IDS)
-def test_parameter_counts_equal_keras_count_params(build_keras, torch_class):
+def test_parameter_counts_equal_keras_count_params(parity, build_keras, torch_class):
     keras_model, model = build_keras(), torch_class()
     keras_trainable = sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert count_params(model) == keras_model.count_params()
-    assert trainable == keras_trainable
-    assert count_params(model) - trainable == keras_model.count_params() - keras_trainable
+    counts = {
+        "total": (count_params(model), keras_model.count_params()),
+        "trainable": (trainable, keras_trainable),
+        "non-trainable": (count_params(model) - trainable, keras_model.count_params() - keras_trainable),
+    }
+    for kind, (ours, theirs) in counts.items():
+        parity(torch_class.__name__, f"parameters: {kind} ({theirs:,} in Keras), |ours − Keras|", abs(ours - theirs), 0)
 
 
 @pytest.mark.parametrize(("build_keras", "torch_class"), PAIRS, ids=IDS)
-def test_converted_weights_give_keras_outputs(build_keras, torch_class):
+def test_converted_weights_give_keras_outputs(parity, build_keras, torch_class):
     keras.utils.set_random_seed(0)
     keras_model = build_keras()
     randomize_batchnorm_statistics(keras_model, np.random.default_rng(0))
@@ -54,7 +58,8 @@ def test_converted_weights_give_keras_outputs(build_keras, torch_class):
     images = torch.rand(64, 1, 28, 28)
     with torch.no_grad():
         ours = model(images).softmax(1).numpy()
-    assert np.abs(ours - keras_probabilities(keras_model, images)).max() <= 1e-5
+    difference = np.abs(ours - keras_probabilities(keras_model, images)).max()
+    parity(torch_class.__name__, "forward: max |softmax difference|, 64 random images", difference, 1e-5)
 
 
 SAVED = [(lenet5, LeNet5, ".keras"), (lenet5, LeNet5, ".h5"), (custom_cnn, CustomCNN, ".weights.h5"),
@@ -62,7 +67,7 @@ SAVED = [(lenet5, LeNet5, ".keras"), (lenet5, LeNet5, ".h5"), (custom_cnn, Custo
 
 
 @pytest.mark.parametrize(("build_keras", "torch_class", "suffix"), SAVED, ids=[f"{c.__name__}{s}" for _, c, s in SAVED])
-def test_converter_reads_a_saved_keras_file(tmp_path, build_keras, torch_class, suffix):
+def test_converter_reads_a_saved_keras_file(parity, tmp_path, build_keras, torch_class, suffix):
     """``.keras`` and legacy ``.h5`` hold the model; ``.weights.h5`` only weights, named by layer class."""
     keras.utils.set_random_seed(1)
     keras_model = build_keras()
@@ -73,7 +78,8 @@ def test_converter_reads_a_saved_keras_file(tmp_path, build_keras, torch_class, 
     images = torch.rand(8, 1, 28, 28)
     with torch.no_grad():
         ours = model(images).softmax(1).numpy()
-    assert np.abs(ours - keras_probabilities(keras_model, images)).max() <= 1e-5
+    difference = np.abs(ours - keras_probabilities(keras_model, images)).max()
+    parity(torch_class.__name__, f"forward: {suffix} file converted, max |softmax difference|", difference, 1e-5)
 
 
 def test_converter_reads_a_keras2_h5_file(parity):
@@ -85,7 +91,7 @@ def test_converter_reads_a_keras2_h5_file(parity):
     with torch.no_grad():
         ours = model(images).softmax(1).numpy()
     difference = np.abs(ours - keras_probabilities(keras_model, images)).max()
-    parity("LeNet5", "forward: Keras-2 .h5 file converted, max |softmax difference| (random images)", difference, 1e-5)
+    parity("LeNet5", "forward: Keras-2 .h5 file converted, max |softmax difference|", difference, 1e-5)
 
 
 def test_weights_file_of_another_architecture_names_the_first_mismatch(tmp_path):
@@ -136,7 +142,7 @@ def real_test_set(real_data, tmp_path_factory):
 
 
 @pytest.mark.parametrize(("build_keras", "torch_class"), PAIRS, ids=IDS)
-def test_converted_weights_give_keras_outputs_on_real_images(real_test_set, build_keras, torch_class):
+def test_converted_weights_give_keras_outputs_on_real_images(parity, real_test_set, build_keras, torch_class):
     keras.utils.set_random_seed(0)
     keras_model = build_keras()
     randomize_batchnorm_statistics(keras_model, np.random.default_rng(0))
@@ -144,13 +150,26 @@ def test_converted_weights_give_keras_outputs_on_real_images(real_test_set, buil
     images, _ = real_test_set.__getitems__(list(range(256)))
     with torch.no_grad():
         ours = model(images).softmax(1).numpy()
-    assert np.abs(ours - keras_probabilities(keras_model, images)).max() <= 1e-5
+    difference = np.abs(ours - keras_probabilities(keras_model, images)).max()
+    parity(torch_class.__name__, "forward: max |softmax difference|, first 256 real test images", difference, 1e-5)
 
 
-def test_preprocessing_equals_the_studys_keras_preprocessing(real_test_set, real_data):
+def test_preprocessing_equals_the_studys_keras_preprocessing(parity, real_test_set, real_data):
     """The study: ``x / 255.0`` as float32 and ``to_categorical(y)``, read from the same files."""
     x_keras, labels = study_arrays(real_data, "test")
     y_keras = keras.utils.to_categorical(labels, 10)
     images, targets = real_test_set.__getitems__(list(range(len(labels))))
-    assert np.array_equal(images.permute(0, 2, 3, 1).numpy(), x_keras)
-    assert targets.dtype == torch.float32 and np.array_equal(targets.numpy(), y_keras)
+    assert images.dtype == targets.dtype == torch.float32
+    count = f"{len(labels):,} test images"
+    parity(
+        "DataModule",
+        f"preprocessing: images vs x / 255.0, {count}",
+        np.abs(images.permute(0, 2, 3, 1).numpy() - x_keras).max(),
+        0,
+    )
+    parity(
+        "DataModule",
+        f"preprocessing: targets vs to_categorical(y), {count}",
+        np.abs(targets.numpy() - y_keras).max(),
+        0,
+    )
