@@ -9,15 +9,20 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from fmnist_lightning import runs
+from fmnist_lightning.callbacks import RunMetrics
+from fmnist_lightning.compare import compare_command
 from fmnist_lightning.data import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.models import MODELS, STUDY_MODELS, FashionMNISTClassifier, count_params
 
 TENSORBOARD = "lightning.pytorch.loggers.TensorBoardLogger"
+PROFILERS = {name: f"lightning.pytorch.profilers.{name.title()}Profiler" for name in ("simple", "advanced")} | {
+    "pytorch": "lightning.pytorch.profilers.PyTorchProfiler"
+}
 LIGHTNING_COMMANDS = {
     "fit": "train a model (--config configs/<model>.yaml); --ckpt_path last resumes the newest run",
     "validate": "evaluate a checkpoint on the validation set",
@@ -57,6 +62,8 @@ class FashionMNISTCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunMetrics, "run_metrics")
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults(
             {
                 "model": {"class_path": "fmnist_lightning.models.LeNet5"},
@@ -64,10 +71,16 @@ class FashionMNISTCLI(LightningCLI):
                 "checkpoint.monitor": "val/loss",
                 "checkpoint.mode": "min",
                 "checkpoint.save_last": True,
+                "lr_monitor.logging_interval": "epoch",
                 # name null: the CLI names the run after the model class
                 "trainer.logger": {
                     "class_path": TENSORBOARD,
-                    "init_args": {"save_dir": "tensorboard_logs", "name": None},
+                    "init_args": {
+                        "save_dir": "tensorboard_logs",
+                        "name": None,
+                        "log_graph": True,
+                        "default_hp_metric": False,  # RunMetrics logs the real results with the hparams
+                    },
                 },
             }
         )
@@ -92,6 +105,13 @@ class FashionMNISTCLI(LightningCLI):
         logger = _tensorboard_args(config)
         if logger is not None and logger.name is None:
             logger.name = _model_name(config)
+        if logger is not None and self.subcommand != "fit":
+            logger.log_graph = False  # fit logged it; a second graph in the run folder makes TensorBoard warn
+        profiler = config.trainer.get("profiler")
+        if isinstance(profiler, str) and profiler in PROFILERS:
+            # Lightning prints a profiler named by a string to stdout; with a filename it writes
+            # <stage>-profile.txt into the run folder (the trainer's log_dir) instead
+            config.trainer.profiler = Namespace(class_path=PROFILERS[profiler], init_args=Namespace(filename="profile"))
 
 
 def _tensorboard_args(config: Namespace) -> Namespace | None:
@@ -145,6 +165,7 @@ def convert_keras(args: list[str]) -> int:
 PROJECT_COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "models": ("list the models and their parameter counts", list_models),
     "convert-keras": ("convert a trained Keras model of the study into a checkpoint", convert_keras),
+    "compare": ("compare runs side by side: reports/comparison.md, .csv, .png", compare_command),
 }
 
 

@@ -22,12 +22,12 @@ from pathlib import Path
 from fmnist_lightning.errors import UserInputError
 
 KEYWORDS = ("best", "last")
-_VERSION = re.compile(r"version_(\d+)")
+VERSION = re.compile(r"version_(\d+)")
 
 
 def run_versions(model_dir: Path) -> list[Path]:
     """Run folders of one model, oldest first."""
-    runs = [p for p in model_dir.glob("version_*") if p.is_dir() and _VERSION.fullmatch(p.name)]
+    runs = [p for p in model_dir.glob("version_*") if p.is_dir() and VERSION.fullmatch(p.name)]
     return sorted(runs, key=lambda p: int(p.name.split("_")[1]))
 
 
@@ -57,7 +57,7 @@ def resolve_checkpoint(ckpt_path: str, model_dir: Path, command: str) -> Path:
 def run_of_checkpoint(checkpoint: Path) -> tuple[Path, str, int] | None:
     """``(save_dir, name, version)`` when the checkpoint lies in ``<save_dir>/<name>/version_<N>/checkpoints/``."""
     folder = Path(os.path.normpath(checkpoint)).parent  # kept relative: ModelCheckpoint compares dirpaths as text
-    match = _VERSION.fullmatch(folder.parent.name)
+    match = VERSION.fullmatch(folder.parent.name)
     if folder.name != "checkpoints" or match is None:
         return None
     return folder.parent.parent.parent, folder.parent.parent.name, int(match.group(1))

@@ -13,8 +13,10 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES
+from fmnist_lightning.figures import confusion_matrix_figure, confusion_matrix_markdown, per_class_table, sample_grid
 
 STAGES = ("train", "val", "test")
+SAMPLES_PER_GRID = 32
 
 
 def count_params(module: nn.Module) -> int:
@@ -79,6 +81,8 @@ class FashionMNISTClassifier(L.LightningModule):
         self.log(f"{stage}/acc", accuracy, on_step=on_step, on_epoch=True, prog_bar=True)
         if stage != "train":
             getattr(self, f"{stage}_confmat").update(logits, labels)
+        if stage == "test":
+            self._keep_test_samples(images, labels, logits)
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -96,22 +100,59 @@ class FashionMNISTClassifier(L.LightningModule):
         return self(images).softmax(dim=1)
 
     def _finish_confusion_matrix(self, stage: str) -> None:
+        """Logs the epoch's confusion matrix as an image (counts and row-normalised) and as text, with per-class
+        precision, recall and F1; the metric syncs across DDP ranks, only rank 0 writes."""
         confmat = getattr(self, f"{stage}_confmat")
         matrix = confmat.compute()  # synced across DDP ranks
         confmat.reset()
         if self.trainer.sanity_checking:
             return
         self.confusion_matrices[stage] = matrix.cpu()
-        if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero:
-            self.logger.experiment.add_text(
-                f"{stage}/confusion_matrix", confusion_matrix_markdown(matrix), self.global_step
-            )
+        writer = self._tensorboard()
+        if writer is not None:
+            title = f"{type(self).__name__} {stage}, epoch {self.current_epoch}"
+            # cell numbers cost ~1 s to draw: during fit only on the last epoch (the TEXT tab has them every epoch)
+            numbers = self.trainer.state.fn != "fit" or self.current_epoch + 1 >= (self.trainer.max_epochs or 0)
+            figure = confusion_matrix_figure(matrix, title, numbers)
+            writer.add_figure(f"{stage}/confusion_matrix", figure, self.global_step)
+            writer.add_text(f"{stage}/confusion_matrix", confusion_matrix_markdown(matrix), self.global_step)
+            writer.add_text(f"{stage}/per_class", per_class_table(matrix), self.global_step)
+
+    def _tensorboard(self) -> Any:
+        """The TensorBoard writer on rank 0 (None with another logger, or none)."""
+        if not self.trainer.is_global_zero:
+            return None
+        logger = next((lg for lg in self.trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        return logger.experiment if logger is not None else None
 
     def on_validation_epoch_end(self) -> None:
         self._finish_confusion_matrix("val")
 
+    def on_test_epoch_start(self) -> None:
+        self.test_samples: dict[bool, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {True: [], False: []}
+
+    def _keep_test_samples(self, images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> None:
+        """The first ``SAMPLES_PER_GRID`` correct and misclassified test images (of this rank's share)."""
+        probabilities = logits.detach().softmax(dim=1)
+        correct = probabilities.argmax(dim=1) == labels
+        for is_correct in (True, False):
+            kept = self.test_samples[is_correct]
+            room = SAMPLES_PER_GRID - len(kept)
+            for index in correct.eq(is_correct).nonzero().flatten()[:room]:
+                kept.append((images[index].cpu(), labels[index].cpu(), probabilities[index].cpu()))
+
     def on_test_epoch_end(self) -> None:
         self._finish_confusion_matrix("test")
+        writer = self._tensorboard()
+        if writer is None:
+            return
+        for is_correct, name in ((False, "misclassified"), (True, "correct")):
+            if self.test_samples[is_correct]:
+                images, labels, probabilities = (
+                    torch.stack(column) for column in zip(*self.test_samples[is_correct], strict=True)
+                )
+                figure = sample_grid(images, labels, probabilities, f"{type(self).__name__}: {name} test images")
+                writer.add_figure(f"test/{name}", figure, self.global_step)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameters())
@@ -122,14 +163,3 @@ class FashionMNISTClassifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor},
         }
-
-
-def confusion_matrix_markdown(matrix: torch.Tensor) -> str:
-    """Rows are true classes, columns predicted ones, as a Markdown table TensorBoard's TEXT tab renders."""
-    header = "| true \\ predicted | " + " | ".join(CLASS_NAMES) + " |"
-    rule = "|---" * (len(CLASS_NAMES) + 1) + "|"
-    rows = [
-        f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |"
-        for name, row in zip(CLASS_NAMES, matrix, strict=True)
-    ]
-    return "\n".join([header, rule, *rows])

@@ -1,0 +1,264 @@
+"""Time and memory of a run, measured the same way for every model, in TensorBoard and in ``metrics.json``.
+
+The study's "memory used" was the change of system-wide used RAM across training, which measures everything else
+the machine did too. These are the defined measures instead (all on rank 0 under DDP):
+
+- ``fit_time_s``, ``epoch_times_s``: wall time of ``fit`` and of each epoch (training plus its validation).
+- ``train_images_per_s``: training images over the time spent in training batches (data loading included,
+  validation not).
+- ``time_to_first_batch_s``: from the start of ``fit`` to the first training batch (data loading, worker start-up).
+- ``peak_rss_mb``: the process's peak resident memory (``getrusage``), everything the process ever held.
+- ``cuda_peak_allocated_mb``: on GPU, the peak of tensor memory allocated on the device during ``fit``.
+- ``parameter_mb``: the bytes of the model's parameters and buffers.
+- ``activation_peak_mb``: the peak, over one training step's forward and backward pass on a copy of the model,
+  of the memory allocated beyond what was held before it (activations, gradients, temporaries), from
+  ``torch.profiler``'s memory events.
+- ``latency_ms_batch1``, ``latency_ms_batch256``: median inference time of a batch of 1 and of 256 images in
+  eval mode on the run's device, measured after ``fit``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+from fmnist_lightning.figures import CURVES, save_learning_curves
+from fmnist_lightning.models.base import FashionMNISTClassifier, count_params
+
+METRICS_FILE = "metrics.json"
+HPARAM_RESULTS = ("best_val_acc", "final_val_acc", "test_acc", "fit_time_s", "peak_rss_mb")
+MB = 2**20
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    """A reader (``compare`` on a live run) never sees a half-written file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def read_run_metrics(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / METRICS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MB if sys.platform == "darwin" else peak * 1024 / MB  # macOS reports bytes, Linux KiB
+
+
+def activation_peak_mb(net: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> float:
+    """Peak memory a training step's forward and backward allocates, from the profiler's allocation events.
+
+    Runs on a copy so that BatchNorm statistics and gradients of the model being trained are untouched.
+    """
+    net = copy.deepcopy(net).train()
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # else a CUDA build on a GPU-less machine logs a false ERROR
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if images.is_cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
+        F.cross_entropy(net(images), targets).backward()
+    held = peak = 0  # each op's own net allocation (nested ops counted once) and the unattributed frees, in order
+    for event in sorted(profiler.events(), key=lambda event: event.time_range.start):
+        held += event.self_cuda_memory_usage if images.is_cuda else event.self_cpu_memory_usage
+        peak = max(peak, held)
+    return peak / MB
+
+
+@torch.inference_mode()
+def inference_latency_ms(model: torch.nn.Module, batch_size: int, budget_s: float = 1.0) -> float:
+    """Median time of one eval-mode forward pass of ``batch_size`` images, within a time budget (≥ 3 runs)."""
+    images = torch.rand(batch_size, 1, 28, 28, device=model.device)
+    synchronize = torch.cuda.synchronize if images.is_cuda else lambda: None
+    model(images)  # warm-up: first-call allocations and kernel selection
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - started < budget_s and len(times) < 50):
+        synchronize()
+        start = time.perf_counter()
+        model(images)
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+class RunMetrics(L.Callback):
+    """Records the measures above, logs them to TensorBoard and writes ``metrics.json`` and
+    ``learning_curves.png`` into the run folder; a later ``test`` on the run's checkpoint adds its accuracy.
+
+    Args:
+        latency: Measure inference latency after ``fit`` (about a second per batch size).
+        activation_memory: Profile one training step's memory at the start of ``fit``.
+    """
+
+    def __init__(self, latency: bool = True, activation_memory: bool = True) -> None:
+        self.latency = latency
+        self.activation_memory = activation_memory
+        self.metrics: dict[str, Any] = {}
+
+    def _path(self, trainer: L.Trainer) -> Path | None:
+        return Path(trainer.log_dir) / METRICS_FILE if trainer.log_dir and trainer.is_global_zero else None
+
+    def _write(self, trainer: L.Trainer) -> None:
+        path = self._path(trainer)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomically(path, self.metrics)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        parameter_bytes = sum(t.numel() * t.element_size() for t in (*pl_module.parameters(), *pl_module.buffers()))
+        self.metrics = {
+            "model": type(pl_module).__name__,
+            "status": "running",
+            "device": pl_module.device.type,
+            "parameters": count_params(pl_module),
+            "parameter_mb": parameter_bytes / MB,
+            "epochs": 0,
+            "epoch_times_s": [],
+            **{f"{stage}_{name}_by_epoch": [] for stage in ("train", "val") for name in CURVES},
+        }
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+        self._fit_start = time.perf_counter()
+        self._train_time = 0.0
+        self._train_images = 0
+        self._write(trainer)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = self._last_batch_end = time.perf_counter()
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if "time_to_first_batch_s" in self.metrics:
+            return
+        self.metrics["time_to_first_batch_s"] = time.perf_counter() - self._fit_start
+        if self.activation_memory and isinstance(pl_module, FashionMNISTClassifier):
+            images, targets = batch
+            self.metrics["activation_peak_mb"] = activation_peak_mb(pl_module.net, images, targets)
+            self._epoch_start = self._last_batch_end = time.perf_counter()  # the profiling is not training time
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._train_images += len(batch[0])
+        self._last_batch_end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch_time = time.perf_counter() - self._epoch_start
+        self._train_time += self._last_batch_end - self._epoch_start
+        self.metrics["epochs"] += 1
+        self.metrics["epoch_times_s"].append(epoch_time)
+        logged = trainer.callback_metrics
+        for name in CURVES:
+            for stage, key in (("train", f"train/{name}_epoch"), ("val", f"val/{name}")):
+                if key in logged:
+                    self.metrics[f"{stage}_{name}_by_epoch"].append(logged[key].item())
+        throughput = self._train_images / self._train_time if self._train_time > 0 else 0.0
+        pl_module.log_dict({"time/epoch_s": epoch_time, "time/train_images_per_s": throughput}, on_epoch=True)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish_fit(trainer, pl_module, "finished")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if self.metrics.get("status") == "running":
+            self._finish_fit(trainer, pl_module, "interrupted")
+
+    def _finish_fit(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str) -> None:
+        metrics = self.metrics
+        metrics["status"] = status
+        metrics["fit_time_s"] = time.perf_counter() - self._fit_start
+        if metrics["epoch_times_s"]:
+            metrics["seconds_per_epoch"] = statistics.mean(metrics["epoch_times_s"])
+        if self._train_time > 0:
+            metrics["train_images_per_s"] = self._train_images / self._train_time
+        if metrics["val_acc_by_epoch"]:
+            metrics["best_val_acc"] = max(metrics["val_acc_by_epoch"])
+            metrics["final_val_acc"] = metrics["val_acc_by_epoch"][-1]
+        rss = peak_rss_mb()
+        if rss is not None:
+            metrics["peak_rss_mb"] = rss
+        if pl_module.device.type == "cuda":
+            metrics["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(pl_module.device) / MB
+        if self.latency and status == "finished":
+            was_training = pl_module.training
+            pl_module.eval()
+            for batch_size in (1, 256):
+                metrics[f"latency_ms_batch{batch_size}"] = inference_latency_ms(pl_module, batch_size)
+            pl_module.train(was_training)
+        self._write(trainer)
+        self._log_summary(trainer)
+        log_hparams_with_results(trainer, pl_module, metrics)
+        path = self._path(trainer)
+        if path is not None and metrics["epochs"]:
+            save_learning_curves(metrics, path.with_name("learning_curves.png"))
+
+    def _log_summary(self, trainer: L.Trainer) -> None:
+        """The run's single figures as scalars under ``run/``, so TensorBoard lists them beside the curves."""
+        numbers = {
+            f"run/{key}": float(value)
+            for key, value in self.metrics.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
+        for logger in trainer.loggers:
+            logger.log_metrics(numbers, step=trainer.global_step)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Adds the test figures to the run's ``metrics.json`` (written by its ``fit``, maybe in another process)."""
+        path = self._path(trainer)
+        if path is None:
+            return
+        metrics = read_run_metrics(path.parent)
+        fitted = "status" in metrics  # its fit declared the hparams results
+        metrics = metrics or {"model": type(pl_module).__name__, "parameters": count_params(pl_module)}
+        for name in CURVES:
+            if f"test/{name}" in trainer.callback_metrics:
+                metrics[f"test_{name}"] = trainer.callback_metrics[f"test/{name}"].item()
+        write_json_atomically(path, metrics)
+        log_hparams_with_results(trainer, pl_module, metrics, declare=not fitted)
+
+
+def log_hparams_with_results(
+    trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, Any], declare: bool = True
+) -> None:
+    """The run's hyperparameters (model and data) with its results, for TensorBoard's HPARAMS tab.
+
+    Lightning's ``log_hyperparams`` declares only the results it is given, and TensorBoard keeps the first
+    declaration in a run folder; the test accuracy comes later, usually from another process. So every result is
+    declared at once when ``fit`` ends and each is logged as an ``hp/`` scalar whenever it is known.
+    """
+    logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    if logger is None or not trainer.is_global_zero:
+        return
+    logger.log_metrics(
+        {f"hp/{key}": float(metrics[key]) for key in HPARAM_RESULTS if key in metrics}, trainer.global_step
+    )
+    if not declare:
+        return
+    params = {**pl_module.hparams, **(trainer.datamodule.hparams if trainer.datamodule is not None else {})}
+    params = {key: v if isinstance(v, (bool, int, float, str)) else str(v) for key, v in params.items()}
+    params["model"] = type(pl_module).__name__
+    writer = logger.experiment._get_file_writer()
+    for summary in hparams_summary(params, {f"hp/{key}": 0.0 for key in HPARAM_RESULTS}):
+        writer.add_summary(summary)

@@ -1,0 +1,132 @@
+"""What a run leaves to look at: TensorBoard scalars, figures, text and hparams, metrics.json, the curves, profiles.
+
+One LeNet-5 run on the small IDX files (``fit`` for two epochs, then ``test`` on its last checkpoint, in separate
+processes as a user runs them) is read back through TensorBoard's own EventAccumulator.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from fmnist_lightning.data import CLASS_NAMES
+from support import REPO
+from test_cli import cli, ok
+
+TEST_IMAGES = 40  # the tiny_data fixture's test set, which lenet.yaml validates on
+POSITIVE = (
+    "parameters", "parameter_mb", "epochs", "fit_time_s", "seconds_per_epoch", "train_images_per_s",
+    "time_to_first_batch_s", "peak_rss_mb", "activation_peak_mb", "latency_ms_batch1", "latency_ms_batch256",
+)  # fmt: skip
+FRACTIONS = ("best_val_acc", "final_val_acc", "test_acc")
+
+
+def run_lenet(folder: Path, data: Path, *extra: str) -> Path:
+    common = ("--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(data), "--data.batch_size", "16",
+              "--trainer.enable_progress_bar", "false", *extra)  # fmt: skip
+    fit = ("--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "2", "--trainer.profiler", "simple")
+    ok(cli("fit", *common, *fit, cwd=folder))
+    ok(cli("test", *common, "--ckpt_path", "last", cwd=folder))
+    return folder / "tensorboard_logs" / "LeNet5" / "version_0"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from support import write_dataset
+
+    folder = tmp_path_factory.mktemp("run")
+    write_dataset(folder / "fmnist")
+    return run_lenet(folder, folder / "fmnist")
+
+
+@pytest.fixture(scope="module")
+def events(run: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_metrics_json_has_every_measure(run):
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["model"] == "LeNet5" and metrics["status"] == "finished" and metrics["device"] == "cpu"
+    assert metrics["parameters"] == 61_706 and metrics["epochs"] == 2
+    for key in POSITIVE:
+        assert metrics[key] > 0, key
+    for key in FRACTIONS:
+        assert 0 <= metrics[key] <= 1, key
+    assert len(metrics["epoch_times_s"]) == len(metrics["val_acc_by_epoch"]) == len(metrics["train_loss_by_epoch"]) == 2
+    assert metrics["fit_time_s"] > sum(metrics["epoch_times_s"])
+    assert metrics["best_val_acc"] == max(metrics["val_acc_by_epoch"])
+    assert "cuda_peak_allocated_mb" not in metrics  # only on GPU
+
+
+def test_scalars_cover_loss_accuracy_learning_rate_and_time(events, run):
+    scalars = set(events.Tags()["scalars"])
+    expected = {"train/loss_step", "train/acc_epoch", "val/loss", "val/acc", "lr-SGD", "time/epoch_s",
+                "time/train_images_per_s", "run/fit_time_s", "run/peak_rss_mb", "test/acc"}  # fmt: skip
+    assert expected <= scalars, expected - scalars
+    assert [event.value for event in events.Scalars("lr-SGD")] == pytest.approx([0.01, 0.01])
+    assert all(0 <= event.value <= 1 for event in events.Scalars("val/acc"))
+    assert all(event.value > 0 for event in events.Scalars("time/train_images_per_s"))
+    test_acc = json.loads((run / "metrics.json").read_text())["test_acc"]
+    assert events.Scalars("test/acc")[-1].value == pytest.approx(test_acc)
+
+
+def decoded(events: EventAccumulator, tag: str) -> Image.Image:
+    return Image.open(io.BytesIO(events.Images(tag)[-1].encoded_image_string))
+
+
+def test_confusion_matrices_as_images_and_text(events):
+    for stage in ("val", "test"):
+        image = decoded(events, f"{stage}/confusion_matrix")
+        assert image.width > 500 and image.height > 300
+    assert len(events.Images("val/confusion_matrix")) == 2  # every validation epoch
+    table = events.Tensors("test/confusion_matrix/text_summary")[-1].tensor_proto.string_val[0].decode()
+    counts = [[int(cell) for cell in line.split("|")[2:-1]] for line in table.splitlines()[2:]]
+    assert len(counts) == 10 and sum(map(sum, counts)) == TEST_IMAGES
+    per_class = events.Tensors("test/per_class/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert all(name in per_class for name in CLASS_NAMES) and "precision" in per_class
+    supports = [int(line.split("|")[5]) for line in per_class.splitlines()[2:]]
+    assert supports == [sum(row) for row in counts]
+
+
+def test_grids_of_test_images(events):
+    shown = [tag for tag in ("test/misclassified", "test/correct") if tag in events.Tags()["images"]]
+    assert shown  # 40 predictions: at least one of the two kinds
+    for tag in shown:
+        assert decoded(events, tag).width > 500
+
+
+def test_hparams_carry_the_results_and_the_graph_is_logged(events):
+    content = events.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    metrics = {info.name.tag for info in experiment.metric_infos}
+    assert {"hp/best_val_acc", "hp/test_acc", "hp/fit_time_s"} <= metrics
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["model"].string_value == "LeNet5"
+    assert session.hparams["batch_size"].number_value == 16
+    assert 0 <= events.Scalars("hp/test_acc")[-1].value <= 1
+    assert events.Tags()["graph"]
+
+
+def test_learning_curves_and_profiler_report_in_the_run_folder(run):
+    with Image.open(run / "learning_curves.png") as curves:
+        assert curves.width > 500 and len(curves.getcolors(maxcolors=100_000) or []) > 10  # drawn, not blank
+    assert "run_training_epoch" in (run / "fit-profile.txt").read_text()
+
+
+def test_compare_reads_the_real_run(run, tmp_path):
+    """``compare`` on what ``fit`` and ``test`` wrote (tests/test_compare.py covers many runs and broken ones)."""
+    out = tmp_path / "reports"
+    ok(cli("compare", str(run.parents[1]), "--out", str(out), cwd=tmp_path))
+    metrics = json.loads((run / "metrics.json").read_text())
+    row = next(line for line in (out / "comparison.md").read_text().splitlines() if "LeNet5/version_0" in line)
+    assert "| finished |" in row and f"| {100 * metrics['test_acc']:.2f} |" in row and "| 61,706 |" in row
+    with Image.open(out / "comparison.png") as plot:
+        assert plot.width > 300
