@@ -87,6 +87,18 @@ def test_run_folder_scheme_across_processes(tmp_path, tiny_data):
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0", "version_1"]
 
 
+def test_last_checkpoint_is_the_last_epoch_when_validation_got_worse(tmp_path, tiny_data):
+    """Lightning 2.6's own save_last would keep the epoch of the last improvement."""
+    diverging = ("--model.init_args.optimizer.init_args.lr", "0.5", "--run_metrics.latency", "false")
+    fit = ("fit", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data), *diverging)
+    ok(cli(*fit, "--trainer.max_epochs", "4", "--trainer.enable_progress_bar", "false", cwd=tmp_path))
+    checkpoints = tmp_path / "tensorboard_logs" / "LeNet5" / "version_0" / "checkpoints"
+    epoch = {name: torch.load(checkpoints / f"{name}.ckpt", weights_only=False)["epoch"] for name in ("best", "last")}
+    assert epoch["best"] < 3, "validation loss should have got worse after its best epoch"
+    assert epoch["last"] == 3
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
 def test_checkpoint_keyword_without_runs_is_a_one_line_error(tmp_path, tiny_data):
     result = cli(
         "test",

@@ -62,6 +62,10 @@ class FashionMNISTCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # Lightning 2.6's save_last rewrites last.ckpt only when the monitored checkpoint improves, so after an
+        # epoch without improvement last.ckpt would hold an older epoch; a second, unmonitored checkpoint named
+        # "last" is rewritten at the end of every epoch
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(RunMetrics, "run_metrics")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults(
@@ -70,7 +74,10 @@ class FashionMNISTCLI(LightningCLI):
                 "checkpoint.filename": "best",
                 "checkpoint.monitor": "val/loss",
                 "checkpoint.mode": "min",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,
+                "last_checkpoint.filename": "last",
+                "last_checkpoint.monitor": None,
+                "last_checkpoint.enable_version_counter": False,  # a resumed run rewrites its own last.ckpt
                 "lr_monitor.logging_interval": "epoch",
                 # name null: the CLI names the run after the model class
                 "trainer.logger": {
@@ -162,10 +169,18 @@ def convert_keras(args: list[str]) -> int:
     return 0
 
 
+def cross_validate(args: list[str]) -> int:
+    """``cv``: imported when used, since it builds on this module's CLI class."""
+    from fmnist_lightning.cv import cv_command
+
+    return cv_command(args)
+
+
 PROJECT_COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "models": ("list the models and their parameter counts", list_models),
     "convert-keras": ("convert a trained Keras model of the study into a checkpoint", convert_keras),
     "compare": ("compare runs side by side: reports/comparison.md, .csv, .png", compare_command),
+    "cv": ("k-fold cross-validation of a recipe on the study's folds: mean ± std, box plot", cross_validate),
 }
 
 

@@ -1,0 +1,283 @@
+"""``cv``: the study's k-fold cross-validation of a recipe, one fresh fit per fold, summarised as the study did.
+
+The study trained its Brownlee and custom CNNs on four of ``KFold(5, shuffle=True, random_state=1)``'s folds and
+scored each final model on the held-out fold; it reported ``Accuracy: mean=91.835 std=0.519, n=5`` with numpy's
+population std. Each fold here is an ordinary ``fit`` run (its own TensorBoard run folder under ``<Model>_cv``), so
+curves, configs and checkpoints of every fold stay inspectable; the summary goes to ``OUT/cv_<Model>.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shlex
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import yaml
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser
+from matplotlib.figure import Figure
+
+from fmnist_lightning.cli import FashionMNISTCLI, _model_name, _tensorboard_args
+from fmnist_lightning.errors import UserInputError
+
+# The study's fold accuracies (%) in fold order, from its notebooks (STUDY.md); same folds as --data.fold 0..4.
+STUDY_FOLDS: dict[str, tuple[float, ...]] = {
+    "BrownleeCNN": (88.600, 88.992, 87.908, 88.558, 88.492),
+    "CustomCNN": (92.025, 90.933, 92.458, 91.650, 92.108),
+}
+# cv chooses the folds itself; --ckpt_path would start a fold from trained weights
+RESERVED = ("--data.validation", "--data.num_folds", "--data.fold", "--ckpt_path")
+OUTPUTS = ("json", "md", "png")
+
+
+@dataclass
+class FoldResult:
+    """One fold's score: the accuracy (%) of the model at the end of training on the held-out fold."""
+
+    fold: int  # --data.fold, 0-based
+    accuracy: float
+    run: str
+    scored_by: str  # the fit's validation after its last step, or an extra validation of the final model
+    epochs: int
+    val_images: int
+    seconds: float
+
+
+class _LastValidation(Callback):
+    """Remembers the global step of the latest validation: the fit's ``val/acc`` scores the final model only when
+    that validation ran after the last training step (not so with e.g. ``check_val_every_n_epoch`` > 1)."""
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.step = trainer.global_step
+
+
+class _FoldCLI(FashionMNISTCLI):
+    """The project's CLI for one fold: runs named ``<Model>_cv`` and a record of when validation last ran."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        with warnings.catch_warnings():  # sys.argv holds cv's own command line; the fold's arguments are in args
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            super().parse_arguments(parser, args)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        logger = _tensorboard_args(config)
+        if logger is not None and logger.name is None:
+            logger.name = f"{_model_name(config)}_cv"
+        super().before_instantiate_classes()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        self.last_validation = _LastValidation()
+        trainer.callbacks.append(self.last_validation)
+        return trainer
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as the CLI's one-line ``error: ...``, not a usage message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserInputError(f"cv: {message}")
+
+
+def cv_command(args: list[str]) -> int:
+    """Cross-validate a recipe the study's way; returns the exit code (2 for bad input)."""
+    try:
+        folds, out, configs, passthrough = _parse(args)
+        results: list[FoldResult] = []
+        for k in range(folds):
+            try:
+                result, cli = _fit_fold(passthrough, k, folds)
+            except UserInputError as error:
+                raise UserInputError(f"fold {k + 1}/{folds} (--data.fold {k}): {error}{_completed(results)}") from None
+            except BaseException as error:  # also SystemExit: Lightning exits on Ctrl+C
+                message = f"cv stopped in fold {k + 1}/{folds} (--data.fold {k}) by {error!r}{_completed(results)}"
+                print(message, file=sys.stderr)
+                raise
+            results.append(result)
+            if cli.trainer.is_global_zero:
+                print(f"fold {k + 1}/{folds}: {result.accuracy:.3f} %  (run: {result.run})", flush=True)
+        if not cli.trainer.is_global_zero:
+            return 0
+        summary = _summary(cli, results, configs, args)
+        print(summary_line(summary["fold_accuracies"]))
+        stem = _write_outputs(out, summary)
+        print(f"wrote {stem}.json, .md and .png")
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _parse(args: list[str]) -> tuple[int, Path, list[str], list[str]]:
+    """cv's own options, and everything else in its original order for the fits (later options override earlier)."""
+    parser = _Parser(
+        prog="python -m fmnist_lightning cv",
+        allow_abbrev=False,
+        description="K-fold cross-validation as in the study: per fold, a fresh `fit` on the other folds, scored on "
+        "the held-out fold at the end of training. Other options go to every fold's fit (e.g. --data.data_dir DIR).",
+    )
+    parser.add_argument("--folds", type=int, help="number of folds (default: the config's data.num_folds, else 5)")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="folder of the summary (default reports/)")
+    options, passthrough = parser.parse_known_args(args)
+    reserved = sorted({arg.split("=", 1)[0] for arg in passthrough} & set(RESERVED))
+    if reserved:
+        raise UserInputError(f"cv chooses the folds itself and trains each from scratch: drop {', '.join(reserved)}")
+    configs = [
+        value.removeprefix("--config=") if value.startswith("--config=") else passthrough[i + 1]
+        for i, value in enumerate(passthrough)
+        if value.startswith("--config=") or (value in ("--config", "-c") and i + 1 < len(passthrough))
+    ]
+    if not configs:
+        raise UserInputError("cv needs the recipe to cross-validate: --config configs/<model>.yaml")
+    folds = options.folds
+    for config in configs:
+        if not Path(config).is_file():
+            raise UserInputError(f"--config {config}: no such file")
+        data = (yaml.safe_load(Path(config).read_text()) or {}).get("data")
+        if options.folds is None and isinstance(data, dict) and "num_folds" in data:
+            folds = int(data["num_folds"])
+    folds = 5 if folds is None else folds
+    if folds < 2:
+        raise UserInputError(f"--folds must be at least 2 (k-fold cross-validation holds out one fold), got {folds}")
+    if options.out.exists() and not options.out.is_dir():
+        raise UserInputError(f"--out {options.out}: not a folder")
+    options.out.mkdir(parents=True, exist_ok=True)  # fails now, not after hours of training
+    return folds, options.out, configs, passthrough
+
+
+def _fit_fold(passthrough: list[str], fold: int, folds: int) -> tuple[FoldResult, FashionMNISTCLI]:
+    """Fit on all folds but ``fold``; score the final model (not a checkpoint) on ``fold``."""
+    start = time.perf_counter()
+    kfold = ["--data.validation", "kfold", "--data.num_folds", str(folds), "--data.fold", str(fold)]
+    cli = _FoldCLI(["fit", *passthrough, *kfold])
+    trainer = cli.trainer
+    if cli.last_validation.step == trainer.global_step and "val/acc" in trainer.callback_metrics:
+        accuracy, scored_by = trainer.callback_metrics["val/acc"].item(), "validation after the last training step"
+    else:
+        metrics = trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+        if not metrics or "val/acc" not in metrics[0]:
+            raise UserInputError("no val/acc after validating the final model: is validation off (limit_val_batches)?")
+        accuracy, scored_by = metrics[0]["val/acc"], "extra validation of the final model after fit"
+    result = FoldResult(
+        fold=fold,
+        accuracy=100 * accuracy,
+        run=str(trainer.log_dir),
+        scored_by=scored_by,
+        epochs=trainer.current_epoch,
+        val_images=len(cli.datamodule.val_set),
+        seconds=round(time.perf_counter() - start, 1),
+    )
+    return result, cli
+
+
+def _completed(results: list[FoldResult]) -> str:
+    if not results:
+        return "; no fold completed"
+    done = ", ".join(f"fold {r.fold + 1} {r.accuracy:.3f} % in {r.run}" for r in results)
+    return f"; completed: {done}"
+
+
+def summary_line(accuracies: list[float] | tuple[float, ...]) -> str:
+    """The study's summary: mean and population std (numpy's default, ddof 0) of the fold accuracies in %."""
+    return f"Accuracy: mean={np.mean(accuracies):.3f} std={np.std(accuracies):.3f}, n={len(accuracies)}"
+
+
+def _summary(cli: FashionMNISTCLI, results: list[FoldResult], configs: list[str], args: list[str]) -> dict[str, Any]:
+    model = type(cli.model).__name__
+    accuracies = [r.accuracy for r in results]
+    study = STUDY_FOLDS.get(model)
+    return {
+        "model": model,
+        "config": configs,
+        "folds": len(results),
+        "split_seed": cli.datamodule.hparams.split_seed,
+        "seed_everything": cli.config.fit.seed_everything,
+        "fold_accuracies": accuracies,
+        "mean": float(np.mean(accuracies)),
+        "std": float(np.std(accuracies)),
+        "std_ddof": 0,
+        "runs": [r.run for r in results],
+        "fold_details": [asdict(r) for r in results],
+        "command": "python -m fmnist_lightning cv " + shlex.join(args),
+        "study": None
+        if study is None
+        else {"fold_accuracies": list(study), "mean": float(np.mean(study)), "std": float(np.std(study))},
+    }
+
+
+def _write_outputs(out: Path, summary: dict[str, Any]) -> Path:
+    """``cv_<Model>.{json,md,png}``, or ``cv_<Model>.<n>.*`` when an earlier cv's files are there: never overwritten."""
+    model = summary["model"]
+    stems = (out / (f"cv_{model}" if n == 1 else f"cv_{model}.{n}") for n in itertools.count(1))
+    stem = next(s for s in stems if not any(Path(f"{s}.{ext}").exists() for ext in OUTPUTS))
+    with open(f"{stem}.json", "x") as file:
+        json.dump(summary, file, indent=2)
+        file.write("\n")
+    with open(f"{stem}.md", "x") as file:
+        file.write(_markdown(summary, Path(f"{stem}.png").name))
+    with open(f"{stem}.png", "xb") as file:
+        _box_plot(summary).savefig(file, format="png", dpi=120)
+    return stem
+
+
+def _markdown(summary: dict[str, Any], png: str) -> str:
+    study = summary["study"]
+    # fold i is the study's fold i only for its KFold(5, shuffle=True, random_state=1)
+    beside = study is not None and summary["folds"] == len(study["fold_accuracies"]) and summary["split_seed"] == 1
+    head = "| fold (`--data.fold`) | accuracy (%) |" + (" study (%) |" if beside else "") + " run |"
+    rule = "|---:|---:|" + ("---:|" if beside else "") + "---|"
+    rows = []
+    for i, r in enumerate(summary["fold_details"]):
+        theirs = f" {study['fold_accuracies'][i]:.3f} |" if beside else ""
+        rows.append(f"| {r['fold']} | {r['accuracy']:.3f} |{theirs} `{r['run']}` |")
+    theirs = f" {study['mean']:.3f} ± {study['std']:.3f} |" if beside else ""
+    rows.append(f"| mean ± std | {summary['mean']:.3f} ± {summary['std']:.3f} |{theirs} |")
+    lines = [
+        f"# {summary['folds']}-fold cross-validation of {summary['model']}",
+        "",
+        f"`{summary['command']}`",
+        "",
+        f"Folds of `KFold({summary['folds']}, shuffle=True, random_state={summary['split_seed']})` over the training "
+        "images; per fold a fresh model trained on the other folds, scored on the held-out fold at the end of "
+        f"training (the final model, not a checkpoint); `seed_everything: {summary['seed_everything']}` in each fold.",
+        "",
+        head,
+        rule,
+        *rows,
+        "",
+        f"{summary_line(summary['fold_accuracies'])} (std over folds with ddof 0, as the study's numpy).",
+    ]
+    if study is not None:
+        lines += ["", f"The study (STUDY.md): {summary_line(study['fold_accuracies'])}."]
+    lines += ["", f"![fold accuracies]({png})", ""]
+    return "\n".join(lines)
+
+
+def _box_plot(summary: dict[str, Any]) -> Figure:
+    """Box plot of the fold accuracies with every fold as a point, and the study's folds beside when known."""
+    groups = {f"{summary['model']} (this run)": summary["fold_accuracies"]}
+    if summary["study"] is not None:
+        groups["the study"] = summary["study"]["fold_accuracies"]
+    figure = Figure(figsize=(2.2 + 1.8 * len(groups), 4.5), layout="constrained")
+    axes = figure.subplots()
+    # every fold is a point, so no separate outlier markers; the triangle is the mean
+    axes.boxplot(list(groups.values()), tick_labels=list(groups), showmeans=True, showfliers=False, widths=0.5)
+    for position, values in enumerate(groups.values(), start=1):
+        axes.scatter(position + np.linspace(-0.1, 0.1, len(values)), values, s=18, zorder=3, color="tab:blue")
+    axes.set_ylabel("accuracy on the held-out fold (%)")
+    axes.set_title(f"{summary['folds']}-fold CV: {summary['mean']:.3f} ± {summary['std']:.3f} % (mean ± std)")
+    axes.grid(axis="y", alpha=0.3)
+    return figure
