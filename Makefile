@@ -6,7 +6,7 @@ VENV ?= .venv
 DATA_DIR ?= $(firstword $(wildcard ../shared/data/fashion-mnist) data)
 CONFIG ?= configs/lenet.yaml
 
-.PHONY: setup train test lint tensorboard parity-report
+.PHONY: setup train test lint tensorboard parity-report study
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,14 @@ tensorboard: setup
 # docs/parity.md: the parity tests' measured differences against Keras, from a run that asserts them
 parity-report: setup
 	$(VENV)/bin/python -m pytest tests/parity -q --parity-report docs/parity.md
+
+# The four study recipes in full, each tested as the study reported it (the final epoch; the "EfficientNet" on its
+# best val-loss epoch, Keras's restore_best_weights), then compared: reports/comparison.md. About 25 min on 2 cores.
+study: setup
+	for config in lenet brownlee custom_cnn seed_efficientnet; do \
+	  ckpt=last; [ $$config = seed_efficientnet ] && ckpt=best; \
+	  $(VENV)/bin/python -m fmnist_lightning fit --config configs/$$config.yaml --data.data_dir $(DATA_DIR) && \
+	  $(VENV)/bin/python -m fmnist_lightning test --config configs/$$config.yaml --data.data_dir $(DATA_DIR) \
+	    --ckpt_path $$ckpt || exit 1; \
+	done
+	$(VENV)/bin/python -m fmnist_lightning compare tensorboard_logs --out reports

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,6 +79,8 @@ def test_run_folder_scheme_across_processes(tmp_path, tiny_data):
     assert [p.name for p in run.parent.iterdir()] == ["version_0"]
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 1 and last["global_step"] == 4 and last["optimizer_states"]
+    metrics = json.loads((run / "metrics.json").read_text())  # the resumed fit carries on the run's record
+    assert metrics["epochs"] == 2 and len(metrics["epoch_times_s"]) == 2 and "test_acc" not in metrics
     assert (run / "config.yaml").read_bytes() == config and (run / "config.fit.yaml").is_file()
 
     # a run folder is accepted too; a fresh fit starts a new version

@@ -138,6 +138,13 @@ class RunMetrics(L.Callback):
             "epoch_times_s": [],
             **{f"{stage}_{name}_by_epoch": [] for stage in ("train", "val") for name in CURVES},
         }
+        path = self._path(trainer)
+        earlier = read_run_metrics(path.parent) if path is not None else {}
+        if earlier.get("model") == self.metrics["model"] and "epoch_times_s" in earlier:
+            # `fit --ckpt_path last` resumes this run: carry on its record; an earlier test no longer applies
+            self.metrics = {key: value for key, value in earlier.items() if not key.startswith("test_")}
+            self.metrics["status"] = "running"
+        self._earlier_fit_time = self.metrics.get("fit_time_s", 0.0)
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
         self._fit_start = time.perf_counter()
@@ -176,7 +183,9 @@ class RunMetrics(L.Callback):
                 if key in logged:
                     self.metrics[f"{stage}_{name}_by_epoch"].append(logged[key].item())
         throughput = self._train_images / self._train_time if self._train_time > 0 else 0.0
-        pl_module.log_dict({"time/epoch_s": epoch_time, "time/train_images_per_s": throughput}, on_epoch=True)
+        for logger in trainer.loggers:  # rank 0's own timing: not a metric to average across DDP ranks
+            logger.log_metrics({"time/epoch_s": epoch_time, "time/train_images_per_s": throughput}, trainer.global_step)
+        self._write(trainer)  # so that `compare` shows a live run's progress
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._finish_fit(trainer, pl_module, "finished")
@@ -188,7 +197,7 @@ class RunMetrics(L.Callback):
     def _finish_fit(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str) -> None:
         metrics = self.metrics
         metrics["status"] = status
-        metrics["fit_time_s"] = time.perf_counter() - self._fit_start
+        metrics["fit_time_s"] = self._earlier_fit_time + time.perf_counter() - self._fit_start
         if metrics["epoch_times_s"]:
             metrics["seconds_per_epoch"] = statistics.mean(metrics["epoch_times_s"])
         if self._train_time > 0:
