@@ -100,7 +100,9 @@ def test_grids_of_test_images(events):
     shown = [tag for tag in ("test/misclassified", "test/correct") if tag in events.Tags()["images"]]
     assert shown  # 40 predictions: at least one of the two kinds
     for tag in shown:
-        assert decoded(events, tag).width > 500
+        grid = decoded(events, tag).convert("L")
+        assert grid.width > 500
+        assert len(grid.getcolors(maxcolors=256) or range(256)) > 100  # the images' grey levels, not a blank page
 
 
 def test_hparams_carry_the_results_and_the_graph_is_logged(events):

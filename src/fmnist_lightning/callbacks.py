@@ -118,7 +118,9 @@ class RunMetrics(L.Callback):
         self.metrics: dict[str, Any] = {}
 
     def _path(self, trainer: L.Trainer) -> Path | None:
-        return Path(trainer.log_dir) / METRICS_FILE if trainer.log_dir and trainer.is_global_zero else None
+        """``metrics.json`` on rank 0, None elsewhere. Every rank must call it: ``log_dir`` is a DDP broadcast."""
+        log_dir = trainer.log_dir
+        return Path(log_dir) / METRICS_FILE if log_dir and trainer.is_global_zero else None
 
     def _write(self, trainer: L.Trainer) -> None:
         path = self._path(trainer)

@@ -39,9 +39,10 @@ class SaveConfigBesideRun(SaveConfigCallback):
     """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if not self.already_saved and trainer.log_dir is not None:
+        log_dir = trainer.log_dir  # a broadcast from rank 0: every rank must ask, in the same order
+        if not self.already_saved and log_dir is not None:
             command = getattr(stage, "value", stage)  # TrainerFn: fit, validate, test, predict
-            name = runs.free_config_name(Path(trainer.log_dir), command) if trainer.is_global_zero else None
+            name = runs.free_config_name(Path(log_dir), command) if trainer.is_global_zero else None
             self.config_filename = trainer.strategy.broadcast(name)
         super().setup(trainer, pl_module, stage)
 

@@ -65,7 +65,7 @@ def sample_grid(images: torch.Tensor, labels: torch.Tensor, probabilities: torch
     rows = max(1, -(-len(images) // columns))
     figure = Figure(figsize=(2 * columns, 2.3 * rows + 0.6), layout="constrained")
     figure.suptitle(title, fontsize=14)
-    axes = figure.subplots(rows, columns, squeeze=False).flat
+    axes = list(figure.subplots(rows, columns, squeeze=False).flat)
     for ax in axes:
         ax.axis("off")
     for ax, image, label, probs in zip(axes, images, labels, probabilities, strict=False):

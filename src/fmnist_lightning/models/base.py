@@ -110,9 +110,10 @@ class FashionMNISTClassifier(L.LightningModule):
         self.confusion_matrices[stage] = matrix.cpu()
         writer = self._tensorboard()
         if writer is not None:
-            title = f"{type(self).__name__} {stage}, epoch {self.current_epoch}"
+            fitting = self.trainer.state.fn == "fit"
+            title = f"{type(self).__name__} {stage}" + (f", epoch {self.current_epoch}" if fitting else "")
             # cell numbers cost ~1 s to draw: during fit only on the last epoch (the TEXT tab has them every epoch)
-            numbers = self.trainer.state.fn != "fit" or self.current_epoch + 1 >= (self.trainer.max_epochs or 0)
+            numbers = not fitting or self.current_epoch + 1 >= (self.trainer.max_epochs or 0)
             figure = confusion_matrix_figure(matrix, title, numbers)
             writer.add_figure(f"{stage}/confusion_matrix", figure, self.global_step)
             writer.add_text(f"{stage}/confusion_matrix", confusion_matrix_markdown(matrix), self.global_step)
