@@ -38,10 +38,7 @@ def fit_args(root: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two cv runs into one reports/: 3 folds validated every epoch; then 2 folds of 3 epochs validated every
-    second epoch, so the fit's last validation scored the model of epoch 2, not the final one.
-
-    The second run saves a checkpoint at every epoch's end: since Lightning 2.6 ``last.ckpt`` is only written along
-    with a new best checkpoint, and with ``check_val_every_n_epoch`` > 1 only after a validation."""
+    second epoch, so the fit's last validation scored the model of epoch 2, not the final one."""
     root = tmp_path_factory.mktemp("cv")
     write_dataset(root / "fmnist")
     stdout = io.StringIO()
@@ -50,9 +47,8 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         patch.setattr("sys.argv", ["fmnist"])  # LightningCLI warns when pytest's own arguments are there
         first = cv_command([*fit_args(root), "--folds", "3", "--trainer.max_epochs", "1"])
         first_files = {path.name: path.read_bytes() for path in (root / "reports").iterdir()}
-        every_epoch = ["--checkpoint.monitor", "null", "--checkpoint.save_on_train_epoch_end", "true"]
         second_args = ["--folds", "2", "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "2"]
-        second = cv_command([*fit_args(root), *second_args, *every_epoch])
+        second = cv_command([*fit_args(root), *second_args])
     return {"root": root, "codes": (first, second), "first_files": first_files, "stdout": stdout.getvalue()}
 
 

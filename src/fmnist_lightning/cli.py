@@ -79,6 +79,7 @@ class FashionMNISTCLI(LightningCLI):
                 "last_checkpoint.filename": "last",
                 "last_checkpoint.monitor": None,
                 "last_checkpoint.enable_version_counter": False,  # a resumed run rewrites its own last.ckpt
+                "last_checkpoint.save_on_train_epoch_end": True,  # also in epochs without validation
                 "lr_monitor.logging_interval": "epoch",
                 # name null: the CLI names the run after the model class
                 "trainer.logger": {
