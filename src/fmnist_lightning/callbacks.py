@@ -31,11 +31,10 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from fmnist_lightning.figures import CURVES, save_learning_curves
-from fmnist_lightning.models.base import FashionMNISTClassifier, count_params
+from fmnist_lightning.models.base import FashionMNISTClassifier, count_params, tensorboard_logger
 
 METRICS_FILE = "metrics.json"
 HPARAM_RESULTS = ("best_val_acc", "final_val_acc", "test_acc", "fit_time_s", "peak_rss_mb")
@@ -259,8 +258,8 @@ def log_hparams_with_results(
     declaration in a run folder; the test accuracy comes later, usually from another process. So every result is
     declared at once when ``fit`` ends and each is logged as an ``hp/`` scalar whenever it is known.
     """
-    logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-    if logger is None or not trainer.is_global_zero:
+    logger = tensorboard_logger(trainer)
+    if logger is None:
         return
     logger.log_metrics(
         {f"hp/{key}": float(metrics[key]) for key in HPARAM_RESULTS if key in metrics}, trainer.global_step

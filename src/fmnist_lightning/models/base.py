@@ -121,9 +121,7 @@ class FashionMNISTClassifier(L.LightningModule):
 
     def _tensorboard(self) -> Any:
         """The TensorBoard writer on rank 0 (None with another logger, or none)."""
-        if not self.trainer.is_global_zero:
-            return None
-        logger = next((lg for lg in self.trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        logger = tensorboard_logger(self.trainer)
         return logger.experiment if logger is not None else None
 
     def on_validation_epoch_end(self) -> None:
@@ -134,6 +132,8 @@ class FashionMNISTClassifier(L.LightningModule):
 
     def _keep_test_samples(self, images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> None:
         """The first ``SAMPLES_PER_GRID`` correct and misclassified test images (of this rank's share)."""
+        if all(len(kept) >= SAMPLES_PER_GRID for kept in self.test_samples.values()):
+            return
         probabilities = logits.detach().softmax(dim=1)
         correct = probabilities.argmax(dim=1) == labels
         for is_correct in (True, False):
@@ -164,3 +164,10 @@ class FashionMNISTClassifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor},
         }
+
+
+def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
+    """The run's TensorBoard logger on rank 0, where figures, text and hparams are written; None elsewhere."""
+    if not trainer.is_global_zero:
+        return None
+    return next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
