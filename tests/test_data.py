@@ -4,14 +4,17 @@ import gzip
 from pathlib import Path
 from urllib.error import URLError
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch import Callback
 from sklearn.model_selection import KFold
 from torchvision.datasets import FashionMNIST
 
 from fmnist_lightning import CLASS_NAMES, UserInputError
 from fmnist_lightning.data import MEAN, STD, study_folds
+from fmnist_lightning.models import LeNet5
 from support import idx_bytes, sample_ids, write_dataset
 
 
@@ -118,18 +121,51 @@ def test_kfold_validates_on_the_studys_fold(tiny_data, make_datamodule, fold):
     assert set(sample_ids(dm.train_set.images)) == set(range(120)) - set(expected)
 
 
-def test_augmentation_draws_parameters_per_image(tmp_path, make_datamodule):
+class SeenImages(Callback):
+    """The image batches the model receives, after the DataModule's device-side hooks."""
+
+    def __init__(self) -> None:
+        self.train: list[torch.Tensor] = []
+        self.val: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.train.append(batch[0])
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.val.append(batch[0])
+
+
+def test_training_batches_are_augmented_with_one_draw_per_image(tmp_path, make_datamodule):
     write_dataset(tmp_path / "d")
-    dm = make_datamodule(tmp_path / "d", augment=True, validation="test")
+    dm = make_datamodule(tmp_path / "d", augment=True, validation="test", batch_size=64, eval_batch_size=40)
     garment = torch.zeros(28, 28, dtype=torch.uint8)
     garment[6:22, 9:19] = 200  # one image repeated: any difference comes from the augmentation
     dm.train_set.images = garment.expand(64, 1, 28, 28).clone()
-    images, _ = dm.train_set.__getitems__(list(range(64)))
-    assert images.shape == (64, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
-    distinct = {tuple(img.flatten().tolist()) for img in images}
-    assert len(distinct) > 32
-    test_images, _ = batch_of(dm.test_dataloader())  # evaluation is never augmented
-    assert torch.equal(test_images[:2], dm.test_set.__getitems__([0, 1])[0])
+    dm.train_set.labels = torch.zeros(64, dtype=torch.long)
+    seen = SeenImages()
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[seen],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(LeNet5(), datamodule=dm)
+    (images,) = seen.train
+    assert images.shape == (64, 1, 28, 28) and images.min() >= 0 and images.max() <= 200 / 255 + 1e-6
+    assert len({tuple(img.flatten().tolist()) for img in images}) == 64
+    assert not torch.equal(images[0], garment[None].float() / 255)
+    # validation (here the test set) is never augmented
+    assert all(torch.equal(batch, dm.test_set.__getitems__(range(40))[0]) for batch in seen.val)
+
+
+def test_augmentation_fills_with_black_after_standardisation(tmp_path, make_datamodule):
+    write_dataset(tmp_path / "d")
+    dm = make_datamodule(tmp_path / "d", augment=True, standardize=True)
+    black = torch.full((16, 1, 28, 28), -MEAN / STD)
+    torch.testing.assert_close(dm.augmentation(black), black)
 
 
 def test_download_is_used_only_when_files_are_missing(tmp_path, monkeypatch, make_datamodule):

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import FashionMNIST
-from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms import v2
 
+from fmnist_lightning.augment import study_augmentation
 from fmnist_lightning.errors import UserInputError
 
 CLASS_NAMES: tuple[str, ...] = tuple(FashionMNIST.classes)
@@ -34,20 +35,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fmnist_lightning"
 
 
-def study_augmentation() -> v2.Transform:
-    """The study's ImageDataGenerator ranges: rotation ±10°, shifts ±10 %, zoom 0.9–1.1.
-
-    Keras zooms x and y independently and fills with the nearest edge pixel; RandomAffine zooms both axes alike
-    and fills with black, which is Fashion-MNIST's border colour anyway.
-    """
-    return v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), interpolation=InterpolationMode.BILINEAR)
-
-
 class InMemoryImages(Dataset):
     """Images held as one uint8 tensor; a batch is gathered with one indexing op.
 
     torchvision's FashionMNIST builds a PIL image per sample, which costs more than a LeNet-5 training step;
     ``__getitems__`` lets the DataLoader fetch whole batches (the DataLoader then uses ``unpack_batch`` as collate).
+    Augmentation happens later, on the device, a batch at a time (``FashionMNISTDataModule.on_after_batch_transfer``).
     """
 
     def __init__(
@@ -55,13 +48,11 @@ class InMemoryImages(Dataset):
         images: torch.Tensor,
         labels: torch.Tensor,
         normalize: v2.Transform | None = None,
-        augment: v2.Transform | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
         self.images = images.unsqueeze(1)  # N×1×28×28 uint8
         self.labels = labels
         self.normalize = normalize
-        self.augment = augment
         self.label_smoothing = label_smoothing
 
     def __len__(self) -> int:
@@ -70,9 +61,6 @@ class InMemoryImages(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices)
         images = self.images[index]
-        if self.augment is not None:
-            # one draw of random parameters per image; a transform applied to the batch would draw one for all
-            images = torch.stack([self.augment(image) for image in images])
         targets = F.one_hot(self.labels[index], NUM_CLASSES).float()
         if self.label_smoothing:
             targets = targets * (1 - self.label_smoothing) + self.label_smoothing / NUM_CLASSES
@@ -148,6 +136,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.classes = CLASS_NAMES
         self.num_classes = NUM_CLASSES
         self.normalize = v2.Normalize([MEAN], [STD]) if standardize else None
+        black = -MEAN / STD if standardize else 0.0
+        self.augmentation = study_augmentation(fill=black) if augment else None
 
     # -- locating the files ------------------------------------------------------------------------------------------
     def _find_sources(self) -> dict[str, Path | None]:
@@ -250,9 +240,15 @@ class FashionMNISTDataModule(L.LightningDataModule):
             train_images[train_index],
             train_labels[train_index],
             self.normalize,
-            augment=study_augmentation() if hp.augment else None,
             label_smoothing=hp.label_smoothing,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augments training batches where they are (on the GPU when training there), one draw per image."""
+        if self.augmentation is None or not self.trainer or not self.trainer.training:
+            return batch
+        images, targets = batch
+        return self.augmentation(images), targets
 
     def _loader(self, dataset: InMemoryImages, batch_size: int, shuffle: bool = False) -> DataLoader:
         workers = self.hparams.num_workers

@@ -35,9 +35,9 @@ import pytest
 import torch
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 from scipy.stats import ks_2samp
-from torchvision.transforms import InterpolationMode, v2
 
-from fmnist_lightning.data import InMemoryImages, study_augmentation
+from fmnist_lightning.augment import RandomAffine, affine_warp, study_augmentation
+from fmnist_lightning.data import InMemoryImages
 from support import study_arrays
 
 STUDY = {"rotation_range": 10, "width_shift_range": 0.1, "height_shift_range": 0.1, "zoom_range": 0.1}
@@ -65,7 +65,7 @@ def images(real_data) -> np.ndarray:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Seed the global generators RandomAffine (torch) and ImageDataGenerator (NumPy) draw from; restore them after."""
+    """Seed the global generators our RandomAffine (torch) and ImageDataGenerator (NumPy) draw from; restore them."""
     state = np.random.get_state()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -82,14 +82,14 @@ def keras_draws(num: int, seed: int) -> list[dict]:
         return [generator.get_random_transform((28, 28, 1)) for _ in range(num)]
 
 
-def our_draws(num: int, seed: int) -> list[dict]:
-    transform, image = study_augmentation(), torch.zeros(1, 28, 28)
+def our_draws(num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Angle (°), shift (x, y px) and scale per image, as the DataModule's augmentation draws them for a batch."""
     with seeded(seed):
-        return [transform.make_params([image]) for _ in range(num)]
+        return study_augmentation().draw(torch.zeros(num, 1, 28, 28))
 
 
 def keras_as_ours(params: dict) -> np.ndarray:
-    """Keras's draw as RandomAffine's terms: rotation (°), x and y displacement (px), x and y scale.
+    """Keras's draw in our terms: rotation (°), x and y displacement (px), x and y scale.
 
     scipy maps each output pixel o to the input point R(z·o + t) it samples: zoom z samples a z times wider area, so
     the image scales by 1/z, and the shift t (in input pixels) moves it by −t/z. ``tx`` is the horizontal one.
@@ -98,15 +98,12 @@ def keras_as_ours(params: dict) -> np.ndarray:
     return np.array([-params["theta"], -params["tx"] / zx, -params["ty"] / zy, 1 / zx, 1 / zy])
 
 
-def ours_as_array(params: dict) -> np.ndarray:
-    return np.array([params["angle"], *params["translate"], params["scale"], params["scale"]])
-
-
 def test_parameter_ranges_match_image_data_generator(parity):
     keras_params = keras_draws(NUM_DRAWS, SEED)
     keras_raw = np.array([[p["theta"], p["tx"], p["ty"], p["zx"], p["zy"]] for p in keras_params])
     keras_effective = np.stack([keras_as_ours(p) for p in keras_params])
-    ours = np.stack([ours_as_array(p) for p in our_draws(NUM_DRAWS, SEED)])
+    angle, translate, scale = our_draws(NUM_DRAWS, SEED)
+    ours = torch.cat([angle[:, None], translate, scale[:, None], scale[:, None]], dim=1).double().numpy()
 
     def endpoints(values: np.ndarray) -> np.ndarray:
         return np.array([values.min(), values.max()])
@@ -116,15 +113,10 @@ def test_parameter_ranges_match_image_data_generator(parity):
     rotation = np.abs(endpoints(ours[:, 0]) - endpoints(keras_raw[:, 0])).max()
     parity("DataModule", "augmentation: rotation range (°), max |ours − Keras| over the endpoints", rotation, 0.01)
 
-    # shift: both draw U(−2.8, 2.8) px (0.1 × 28); RandomAffine rounds it to whole pixels, so −3…3
-    assert np.abs(keras_raw[:, 1:3]).max() <= 2.8
-    assert set(np.unique(ours[:, 1:3])) == set(range(-3, 4))
-    parity(
-        "DataModule",
-        "augmentation: max |shift| (px), ours (whole pixels) − Keras",
-        3 - np.abs(keras_raw[:, 1:3]).max(),
-        None,
-    )
+    # shift: both draw U(−2.8, 2.8) px (0.1 × 28), continuous
+    assert np.abs(ours[:, 1:3]).max() <= 2.8 and np.abs(keras_raw[:, 1:3]).max() <= 2.8
+    shift = np.abs(endpoints(ours[:, 1:3]) - endpoints(keras_raw[:, 1:3])).max()
+    parity("DataModule", "augmentation: shift range (px), max |ours − Keras| over the endpoints", shift, 0.01)
     mean_shift = np.abs(np.abs(ours[:, 1:3]).mean() - np.abs(keras_effective[:, 1:3]).mean())
     parity(
         "DataModule",
@@ -146,18 +138,20 @@ def test_parameter_ranges_match_image_data_generator(parity):
 
 def test_same_parameters_give_the_same_warp(images, parity):
     """Our draws mapped to Keras's terms warp the image alike wherever both sample inside it."""
-    transform, generator = study_augmentation(), ImageDataGenerator(**STUDY)
+    generator = ImageDataGenerator(**STUDY)
+    angle, translate, scale = our_draws(NUM_WARPED, SEED)
+    batch = torch.from_numpy(images[:NUM_WARPED]).permute(0, 3, 1, 2)
+    ours = affine_warp(batch, angle, translate, scale)[:, 0].numpy()
+    inside = affine_warp(torch.ones_like(batch), angle, translate, scale)[:, 0].numpy() >= 1 - 1e-6
     worst = worst_as_scale = 0.0
-    for image, params in zip(images[:NUM_WARPED], our_draws(NUM_WARPED, SEED), strict=True):
-        ours = transform.transform(torch.from_numpy(image[..., 0])[None], params)[0].numpy()
-        inside = transform.transform(torch.ones(1, 28, 28), params)[0].numpy() >= 1 - 1e-6
-        zoom = 1 / params["scale"]
-        dx, dy = params["translate"]
-        keras_params = {"theta": -params["angle"], "tx": -dx * zoom, "ty": -dy * zoom, "zx": zoom, "zy": zoom}
+    for index, image in enumerate(images[:NUM_WARPED]):
+        zoom = 1 / scale[index].item()
+        dx, dy = translate[index].tolist()
+        keras_params = {"theta": -angle[index].item(), "tx": -dx * zoom, "ty": -dy * zoom, "zx": zoom, "zy": zoom}
         theirs = generator.apply_transform(image, keras_params)[..., 0]
-        worst = max(worst, np.abs(ours - theirs)[inside].max())
-        as_scale = generator.apply_transform(image, {**keras_params, "zx": params["scale"], "zy": params["scale"]})
-        worst_as_scale = max(worst_as_scale, np.abs(ours - as_scale[..., 0])[inside].max())
+        worst = max(worst, np.abs(ours[index] - theirs)[inside[index]].max())
+        as_scale = generator.apply_transform(image, {**keras_params, "zx": 1 / zoom, "zy": 1 / zoom})[..., 0]
+        worst_as_scale = max(worst_as_scale, np.abs(ours[index] - as_scale)[inside[index]].max())
     parity(
         "DataModule",
         f"augmentation: warp with the same parameters, max |ours − Keras| ({NUM_WARPED} images)",
@@ -167,12 +161,13 @@ def test_same_parameters_give_the_same_warp(images, parity):
     parity("DataModule", "augmentation: the same, Keras zoom read as scale instead of 1/scale", worst_as_scale, None)
 
 
-def pixel_change_ours(images: np.ndarray, transform: v2.Transform, seed: int) -> np.ndarray:
-    """Per image, mean |augmented − original| through ``InMemoryImages``: uint8 pixels, one draw per image, / 255."""
+def pixel_change_ours(images: np.ndarray, transform: RandomAffine, seed: int) -> np.ndarray:
+    """Per image, mean |augmented − original|: uint8 pixels through ``InMemoryImages``, then one draw per image on
+    the batch, as the DataModule augments training batches."""
     pixels = torch.from_numpy(np.rint(images[..., 0] * 255).astype(np.uint8))
-    dataset = InMemoryImages(pixels, torch.zeros(len(pixels), dtype=torch.long), augment=transform)
+    batch, _ = InMemoryImages(pixels, torch.zeros(len(pixels), dtype=torch.long)).__getitems__(range(len(pixels)))
     with seeded(seed):
-        augmented, _ = dataset.__getitems__(range(len(pixels)))
+        augmented = transform(batch)
     return np.abs(augmented[:, 0].numpy() - images[..., 0]).mean(axis=(1, 2))
 
 
@@ -215,15 +210,15 @@ def test_pixel_change_distribution_matches_keras(images, keras_change, parity):
 
 
 WRONG = [
-    pytest.param("rotation ±20°", {"degrees": 20, "translate": (0.1, 0.1)}, id="rotation20"),
-    pytest.param("shift ±20 %", {"degrees": 10, "translate": (0.2, 0.2)}, id="shift20"),
+    pytest.param("rotation ±20°", {"degrees": 20, "translate": 0.1}, id="rotation20"),
+    pytest.param("shift ±20 %", {"degrees": 10, "translate": 0.2}, id="shift20"),
 ]
 
 
 @pytest.mark.parametrize(("name", "ranges"), WRONG)
 def test_pixel_change_test_rejects_other_ranges(images, keras_change, parity, name, ranges):
     """Negative control: the same test, with a RandomAffine of one doubled range in place of ours, must reject it."""
-    wrong = v2.RandomAffine(**ranges, scale=(0.9, 1.1), interpolation=InterpolationMode.BILINEAR)
+    wrong = RandomAffine(**ranges, scale=(0.9, 1.1))
     statistic = ks_2samp(pixel_change_ours(images, wrong, SEED), keras_change).statistic
     parity(
         "DataModule", f"augmentation: negative control {name}, KS D vs Keras (must exceed the bound)", statistic, None
