@@ -5,7 +5,7 @@ the machine did too. These are the defined measures instead (all on rank 0 under
 
 - ``fit_time_s``, ``epoch_times_s``: wall time of ``fit`` and of each epoch (training plus its validation).
 - ``train_images_per_s``: training images over the time spent in training batches (data loading included,
-  validation not).
+  validation not); ``train_images_per_s_by_epoch``: the same per epoch (the first includes warm-up).
 - ``time_to_first_batch_s``: from the start of ``fit`` to the first training batch (data loading, worker start-up).
 - ``peak_rss_mb``: the process's peak resident memory (``getrusage``), everything the process ever held.
 - ``cuda_peak_allocated_mb``: on GPU, the peak of tensor memory allocated on the device during ``fit``.
@@ -137,6 +137,7 @@ class RunMetrics(L.Callback):
             "parameter_mb": parameter_bytes / MB,
             "epochs": 0,
             "epoch_times_s": [],
+            "train_images_per_s_by_epoch": [],
             **{f"{stage}_{name}_by_epoch": [] for stage in ("train", "val") for name in CURVES},
         }
         path = self._path(trainer)
@@ -155,6 +156,7 @@ class RunMetrics(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = self._last_batch_end = time.perf_counter()
+        self._epoch_images = 0
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -170,20 +172,24 @@ class RunMetrics(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._train_images += len(batch[0])
+        self._epoch_images += len(batch[0])
         self._last_batch_end = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch_time = time.perf_counter() - self._epoch_start
-        self._train_time += self._last_batch_end - self._epoch_start
+        train_time = self._last_batch_end - self._epoch_start  # without the validation at the epoch's end
+        self._train_time += train_time
+        self._train_images += self._epoch_images
         self.metrics["epochs"] += 1
         self.metrics["epoch_times_s"].append(epoch_time)
+        throughput = self._epoch_images / train_time if train_time > 0 else 0.0
+        # setdefault: a run resumed from before this field existed
+        self.metrics.setdefault("train_images_per_s_by_epoch", []).append(throughput)
         logged = trainer.callback_metrics
         for name in CURVES:
             for stage, key in (("train", f"train/{name}_epoch"), ("val", f"val/{name}")):
                 if key in logged:
                     self.metrics[f"{stage}_{name}_by_epoch"].append(logged[key].item())
-        throughput = self._train_images / self._train_time if self._train_time > 0 else 0.0
         for logger in trainer.loggers:  # rank 0's own timing: not a metric to average across DDP ranks
             logger.log_metrics({"time/epoch_s": epoch_time, "time/train_images_per_s": throughput}, trainer.global_step)
         self._write(trainer)  # so that `compare` shows a live run's progress

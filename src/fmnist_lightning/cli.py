@@ -51,7 +51,7 @@ class FashionMNISTCLI(LightningCLI):
     """LightningCLI with the project's defaults: LeNet-5, a TensorBoard logger named after the model, best and last
     checkpoints (configurable under ``checkpoint:``), and a ``--ckpt_path`` that understands run folders."""
 
-    def __init__(self, args: list[str] | None) -> None:
+    def __init__(self, args: list[str] | None, run: bool = True) -> None:
         super().__init__(
             FashionMNISTClassifier,
             FashionMNISTDataModule,
@@ -59,6 +59,7 @@ class FashionMNISTCLI(LightningCLI):
             save_config_callback=SaveConfigBesideRun,
             auto_configure_optimizers=False,
             args=args,
+            run=run,
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -110,7 +111,7 @@ class FashionMNISTCLI(LightningCLI):
             logger.save_dir, logger.name, logger.version = str(run[0]), run[1], run[2]
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
         logger = _tensorboard_args(config)
         if logger is not None and logger.name is None:
             logger.name = _model_name(config)
