@@ -91,8 +91,8 @@ def main() -> None:
             + (" — target met" if result["reached"] else " — below target")
         )
     print(
-        f"{summary['reached']}/{len(results)} seeds ≥ {options.target:.1%}; fit median {summary['median_fit_time_s']:.1f} s "
-        f"(range {min(times):.1f}–{max(times):.1f} s)"
+        f"{summary['reached']}/{len(results)} seeds ≥ {options.target:.1%}; "
+        f"fit median {summary['median_fit_time_s']:.1f} s (range {min(times):.1f}–{max(times):.1f} s)"
     )
     out = options.out or ROOT / "benchmarks" / "results" / f"time_to_accuracy_{options.config.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
