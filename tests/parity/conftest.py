@@ -127,13 +127,12 @@ prediction is capped at −log(1e-7) ≈ 16.1 and its gradient is zero, so it st
 takes log-softmax of the logits and stays exact (the float64 rows). On the TensorFlow backend, a tensor straight
 from Keras's softmax keeps its logits and Keras computes the loss from them, as the study's TF training did.
 
-**Augmentation.** `study_augmentation()` (torchvision's `RandomAffine`, as the DataModule applies it: one draw per
-image) against `ImageDataGenerator(rotation_range=10, width_shift_range=0.1, height_shift_range=0.1,
-zoom_range=0.1)`. Given the same parameters the two warps agree; what they draw differs in three ways, each a row
-above: RandomAffine rounds its shifts to whole pixels (Keras's are continuous); Keras's zoom z scales the image by
-1/z and is drawn separately for x and y (ours: one scale U(0.9, 1.1) for both); Keras fills with the nearest edge
-pixel, RandomAffine with black. The Kolmogorov–Smirnov test on the per-image mean pixel change is asserted against
-Keras with black fill and reported against its default fill; the negative controls (one range doubled) show the
-test can reject. The docstring of `tests/parity/test_augmentation_parity.py` has the seed study of its
-false-failure rate.
+**Augmentation.** `study_augmentation()` (the DataModule's batch warp, one draw per image, applied to training
+batches on their device) against `ImageDataGenerator(rotation_range=10, width_shift_range=0.1,
+height_shift_range=0.1, zoom_range=0.1)`. Given the same parameters the two warps agree; what they draw differs in
+two ways, each a row above: Keras's zoom z scales the image by 1/z and is drawn separately for x and y (ours: one
+scale U(0.9, 1.1) for both); Keras fills with the nearest edge pixel, ours with black. The Kolmogorov–Smirnov test
+on the per-image mean pixel change is asserted against Keras with black fill and reported against its default fill;
+the negative controls (one range doubled) show the test can reject. The docstring of
+`tests/parity/test_augmentation_parity.py` has the seed study of its false-failure rate.
 """

@@ -1,27 +1,24 @@
 """Augmentation: ``study_augmentation()`` as the DataModule applies it, against the study's ``ImageDataGenerator``.
 
 Keras draws rotation θ ~ U(±10°), shifts tx, ty ~ U(±2.8 px) (0.1 × 28, floats) and zooms zx, zy ~ U(0.9, 1.1)
-independently; RandomAffine draws the angle alike, rounds its U(±2.8 px) shifts to whole pixels (−3…3; ±3 with
-probability 0.3/5.6 each) and draws one scale ~ U(0.9, 1.1) for both axes. Given the same parameters the two warps
-agree to 2e-6 wherever both sample inside the image, once Keras's terms are read right: its θ is our −angle, ``tx``
-is the horizontal shift, and scipy maps output to input pixels, so zoom z scales the image by 1/z and moves it by
-−t/z. The differences that remain (20,000 draws each, seed 0):
+independently; ours (one ``affine_grid`` warp of the batch with a matrix per image) draws the angle and the shifts
+alike and one scale ~ U(0.9, 1.1) for both axes. Given the same parameters the two warps agree to 3e-6 wherever both
+sample inside the image, once Keras's terms are read right: its θ is our −angle, ``tx`` is the horizontal shift,
+and scipy maps output to input pixels, so zoom z scales the image by 1/z and moves it by −t/z. The differences that
+remain (20,000 draws each, seed 0):
 
-- shifts: whole pixels up to 3 px against Keras's continuous ones up to 2.8/0.9 = 3.11 px; mean |displacement|
-  1.397 against 1.406 px.
 - scale: ours U(0.9, 1.1) against 1/U(0.9, 1.1) ∈ [0.909, 1.111] (mean 1.0034): range endpoints 0.011 apart. Keras's
-  x and y scales differ (mean |x/y − 1| 0.067); ours never do.
-- fill: Keras repeats the nearest edge pixel, RandomAffine fills black (and within a pixel of the edge fades the
-  samples towards black, where scipy's constant mode gives black outright). 99 % of Fashion-MNIST images have an edge
-  pixel above 0.1, so this is the difference that shows: the mean pixel change over the first 2,000 training images
-  is 0.1310 for ours, 0.1309 for Keras with black fill and 0.1282 with its default 'nearest' fill.
+  x and y scales differ (mean |x/y − 1| 0.067); ours never do. Mean |image displacement| 0.005 px apart.
+- fill: Keras repeats the nearest edge pixel, ours fills black (and within a pixel of the edge fades the samples
+  towards black, where scipy's constant mode gives black outright). The mean pixel change over the first 2,000
+  training images is 0.1293 for ours, 0.1309 for Keras with black fill and 0.1282 with its default 'nearest' fill.
 
 The statistical test compares the per-image mean |augmented − original| of the first 2,000 training images by a
 two-sample Kolmogorov–Smirnov test at α = 0.01 (D ≤ 0.0515). Over seeds 0–19: against Keras with black fill D was
-0.014–0.039 (p ≥ 0.10, none rejected), the spread of ours against itself with another seed (0.015–0.046); against
-Keras's default fill 0.023–0.062 (5 of 20 rejected), hence reported, not asserted. The negative controls, a
-RandomAffine with rotation ±20° or shifts ±20 %, were rejected for all 20 seeds (D 0.075–0.123 and 0.35–0.39); so
-were rotation ±15° for 13, shifts ±15 % for 20 and scale 0.8–1.2 for 19.
+0.018–0.045 (none rejected), the spread of ours against itself with another seed (0.015–0.036); against Keras's
+default fill 0.018–0.050 (none rejected), reported, not asserted. The negative controls, rotation ±20° or shifts
+±20 %, were rejected for all 20 seeds (D 0.072–0.112 and 0.349–0.386); so were rotation ±15° for 10, shifts ±15 %
+for 20 and scale 0.8–1.2 for 18.
 """
 
 from __future__ import annotations
