@@ -51,7 +51,7 @@ def run_fit(config: Path, data_dir: str, epochs: int) -> list[float]:
         command = [
             sys.executable, "-m", "fmnist_lightning", "fit", "--config", str(config), "--data.data_dir", data_dir,
             "--data.augment", "false", "--trainer.max_epochs", str(epochs),
-            "--trainer.logger.init_args.save_dir", logs, "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.init_args.save_dir", logs,
         ]  # fmt: skip
         subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         (metrics_file,) = Path(logs).glob("*/version_0/metrics.json")

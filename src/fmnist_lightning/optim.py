@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 import torch
@@ -36,6 +37,7 @@ class KerasAdam(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
+            by_step: dict[int, list[torch.Tensor]] = defaultdict(list)  # normally one step count for all
             for param in group["params"]:
                 if param.grad is None:
                     continue
@@ -45,10 +47,18 @@ class KerasAdam(torch.optim.Optimizer):
                     state["m"] = torch.zeros_like(param)
                     state["v"] = torch.zeros_like(param)
                 state["step"] += 1
-                t = state["step"]
-                m, v, grad = state["m"], state["v"], param.grad
-                m.add_((grad - m) * (1 - beta1))
-                v.add_((grad.square() - v) * (1 - beta2))
+                by_step[state["step"]].append(param)
+            for t, params in by_step.items():
+                # the same element-wise arithmetic as Keras's Adam, one foreach kernel per operation for all the
+                # tensors (torch.optim's own multi-tensor path) instead of a Python loop of small kernels
+                grads = [param.grad for param in params]
+                ms = [self.state[param]["m"] for param in params]
+                vs = [self.state[param]["v"] for param in params]
+                torch._foreach_add_(ms, torch._foreach_mul(torch._foreach_sub(grads, ms), 1 - beta1))
+                squares = torch._foreach_mul(grads, grads)
+                torch._foreach_add_(vs, torch._foreach_mul(torch._foreach_sub(squares, vs), 1 - beta2))
+                denominators = torch._foreach_sqrt(vs)
+                torch._foreach_add_(denominators, group["eps"])
                 alpha = group["lr"] * math.sqrt(1 - beta2**t) / (1 - beta1**t)
-                param.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-alpha)
+                torch._foreach_addcdiv_(params, ms, denominators, value=-alpha)
         return loss

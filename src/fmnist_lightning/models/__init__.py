@@ -1,14 +1,15 @@
-"""The study's four models, a timm EfficientNet, and their shared base."""
+"""The study's four models, a timm EfficientNet, a fast CNN for time to accuracy, and their shared base."""
 
 from fmnist_lightning.models.base import FashionMNISTClassifier, count_params
 from fmnist_lightning.models.brownlee import BrownleeCNN
 from fmnist_lightning.models.custom_cnn import CustomCNN
 from fmnist_lightning.models.efficientnet import EfficientNet
+from fmnist_lightning.models.fast_cnn import FastCNN
 from fmnist_lightning.models.lenet import LeNet5
 from fmnist_lightning.models.seed_efficientnet import SeedEfficientNet
 
 STUDY_MODELS = (LeNet5, BrownleeCNN, CustomCNN, SeedEfficientNet)  # the Keras study's four
-MODELS = (*STUDY_MODELS, EfficientNet)
+MODELS = (*STUDY_MODELS, EfficientNet, FastCNN)
 
 __all__ = [
     "MODELS",
@@ -17,6 +18,7 @@ __all__ = [
     "CustomCNN",
     "EfficientNet",
     "FashionMNISTClassifier",
+    "FastCNN",
     "LeNet5",
     "SeedEfficientNet",
     "count_params",

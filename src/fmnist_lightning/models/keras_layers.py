@@ -31,10 +31,14 @@ class ContiguousBatchNorm2d(nn.BatchNorm2d):
     them returns channels-last memory. Torch's CPU batch-norm kernel for that layout computes the batch statistics
     far less accurately: 2e-4 max error against a float64 reference on ReLU features of such images, where the
     contiguous kernel (and Keras) stay within 5e-7 (tests/test_models.py). A no-op for contiguous inputs.
+    ``keep_layout`` (set by a model's ``channels_last`` option) trades that exactness for speed.
     """
 
+    keep_layout = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.contiguous() if x.device.type == "cpu" else x)
+        exact = x.device.type == "cpu" and not self.keep_layout
+        return super().forward(x.contiguous() if exact else x)
 
 
 def BatchNorm(num_features: int, dims: int = 2) -> nn.BatchNorm1d | nn.BatchNorm2d:
