@@ -9,7 +9,9 @@
 Every measurement is a fresh process with the same thread settings; the figure is training images per second in
 the steady state (the median over epochs after the first), then the median over ``--repeats`` runs; repeats run
 model by model, way after way, so a slow spell of the machine hits all ways alike. No augmentation, so that the
-three do the same work. Usage::
+three do the same work. An epoch here is the first ``--images`` training images (the throughput of a full epoch,
+in a quarter of the time); ``fit`` gets it as ``--trainer.limit_train_batches``. ``--channels-last`` measures ``fit``
+and ``bare`` with the models' ``channels_last`` option. Usage::
 
     python benchmarks/throughput.py --data-dir ../shared/data/fashion-mnist [--models lenet custom_cnn] [--epochs 3]
 """
@@ -46,37 +48,39 @@ def steady(images_per_s: list[float]) -> float:
 
 
 # -- the three ways, each run in its own process ---------------------------------------------------------------------
-def run_fit(config: Path, data_dir: str, epochs: int) -> list[float]:
+def run_fit(config: Path, options: argparse.Namespace) -> dict[str, Any]:
+    batches = -(-options.images // batch_size(config))
     with tempfile.TemporaryDirectory() as logs:
         command = [
-            sys.executable, "-m", "fmnist_lightning", "fit", "--config", str(config), "--data.data_dir", data_dir,
-            "--data.augment", "false", "--trainer.max_epochs", str(epochs),
+            sys.executable, "-m", "fmnist_lightning", "fit", "--config", str(config), *torch_args(options),
+            "--trainer.max_epochs", str(options.epochs), "--trainer.limit_train_batches", str(batches),
             "--trainer.logger.init_args.save_dir", logs,
         ]  # fmt: skip
         subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         (metrics_file,) = Path(logs).glob("*/version_0/metrics.json")
-        return json.loads(metrics_file.read_text())["train_images_per_s_by_epoch"]
+        metrics = json.loads(metrics_file.read_text())
+        return {"images_per_s_by_epoch": metrics["train_images_per_s_by_epoch"], "peak_rss_mb": metrics["peak_rss_mb"]}
 
 
-def run_bare(config: Path, data_dir: str, epochs: int) -> list[float]:
+def run_bare(config: Path, options: argparse.Namespace) -> dict[str, Any]:
     """The same model, optimizer and batches as ``fit``, in the plainest PyTorch loop: no Lightning, no logging."""
     import torch
     import torch.nn.functional as F
 
     from fmnist_lightning.cli import FashionMNISTCLI
 
-    args = ["--config", str(config), "--data.data_dir", data_dir, "--data.augment", "false"]
-    cli = FashionMNISTCLI([*args, "--trainer.logger", "false"], run=False)
+    cli = FashionMNISTCLI(["--config", str(config), *torch_args(options), "--trainer.logger", "false"], run=False)
     model, data = cli.model, cli.datamodule
     torch.manual_seed(cli.config.seed_everything or 0)
     data.prepare_data()
     data.setup("fit")
-    images, targets = data.train_set.__getitems__(range(len(data.train_set)))  # float, one-hot, all in memory
+    model.setup("fit")  # the model's own options (channels_last, compile)
+    images, targets = data.train_set.__getitems__(range(options.images))  # float, one-hot, all in memory
     batch_size = data.hparams.batch_size
     optimizer = model.optimizer(model.parameters())
     model.train()
     throughput = []
-    for _ in range(epochs):
+    for _ in range(options.epochs):
         start = time.perf_counter()
         order = torch.randperm(len(images))
         for first in range(0, len(images), batch_size):
@@ -86,10 +90,10 @@ def run_bare(config: Path, data_dir: str, epochs: int) -> list[float]:
             loss.backward()
             optimizer.step()
         throughput.append(len(images) / (time.perf_counter() - start))
-    return throughput
+    return {"images_per_s_by_epoch": throughput}
 
 
-def run_keras(config: Path, data_dir: str, epochs: int) -> list[float]:
+def run_keras(config: Path, options: argparse.Namespace) -> dict[str, Any]:
     """The study's Keras model and optimizer on TensorFlow, trained by ``model.fit`` as its notebooks did."""
     os.environ["KERAS_BACKEND"] = "tensorflow"
     import keras
@@ -118,8 +122,8 @@ def run_keras(config: Path, data_dir: str, epochs: int) -> list[float]:
     model = getattr(keras_models, KERAS_BUILDERS[model_name])()
     model.compile(optimizer=keras_optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
 
-    x, labels = study_arrays(Path(data_dir), "train")
-    y = np.eye(10, dtype=np.float32)[labels]
+    x, labels = study_arrays(Path(options.data_dir), "train")
+    x, y = x[: options.images], np.eye(10, dtype=np.float32)[labels[: options.images]]
 
     class EpochTimes(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -129,26 +133,38 @@ def run_keras(config: Path, data_dir: str, epochs: int) -> list[float]:
             times.append(time.perf_counter() - self.start)
 
     times: list[float] = []
-    model.fit(x, y, batch_size=recipe["data"]["batch_size"], epochs=epochs, verbose=0, callbacks=[EpochTimes()])
-    return [len(x) / seconds for seconds in times]
+    model.fit(x, y, batch_size=batch_size(config), epochs=options.epochs, verbose=0, callbacks=[EpochTimes()])
+    return {"images_per_s_by_epoch": [len(x) / seconds for seconds in times]}
 
 
 RUNNERS = {"fit": run_fit, "bare": run_bare, "keras": run_keras}
 
 
+def batch_size(config: Path) -> int:
+    import yaml
+
+    return yaml.safe_load(config.read_text())["data"]["batch_size"]
+
+
+def torch_args(options: argparse.Namespace) -> list[str]:
+    """The CLI arguments shared by ``fit`` and ``bare``: no augmentation, and the speed options asked for."""
+    args = ["--data.data_dir", options.data_dir, "--data.augment", "false"]
+    return args + (["--model.init_args.channels_last", "true"] if options.channels_last else [])
+
+
 def worker(options: argparse.Namespace) -> None:
     config = ROOT / "configs" / f"{options.model}.yaml"
-    result = RUNNERS[options.worker](config, options.data_dir, options.epochs)
-    print(json.dumps({"images_per_s_by_epoch": result}))
+    print(json.dumps(RUNNERS[options.worker](config, options)))
 
 
 # -- the harness -----------------------------------------------------------------------------------------------------
-def measure(way: str, model: str, options: argparse.Namespace) -> list[float]:
+def measure(way: str, model: str, options: argparse.Namespace) -> dict[str, Any]:
     python = options.keras_python if way == "keras" and options.keras_python else sys.executable
     command = [python, __file__, "--worker", way, "--model", model, "--epochs", str(options.epochs)]
-    command += ["--data-dir", options.data_dir]
+    command += ["--data-dir", options.data_dir, "--images", str(options.images)]
+    command += ["--channels-last"] if options.channels_last else []
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=thread_env(options.threads))
-    return json.loads(done.stdout.strip().splitlines()[-1])["images_per_s_by_epoch"]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -193,6 +209,8 @@ def main() -> None:
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is left out as warm-up")
     parser.add_argument("--repeats", type=int, default=3, help="runs per model and way; the median is reported")
+    parser.add_argument("--images", type=int, default=15_000, help="training images per epoch (≤ 60,000)")
+    parser.add_argument("--channels-last", action="store_true", help="fit and bare with the channels_last option")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "fashion-mnist"))
     parser.add_argument("--keras-python", help="a Python with TensorFlow and Keras, if not this one")
@@ -209,17 +227,25 @@ def main() -> None:
         print("TensorFlow not found: leaving out the Keras way (pip install -e '.[bench]' or --keras-python)")
         ways.remove("keras")
     runs: dict[str, dict[str, list[list[float]]]] = {model: {way: [] for way in ways} for model in options.models}
+    peak_rss_mb: dict[str, float] = {}  # of the fit runs
     for repeat in range(options.repeats):
         for model in options.models:
             for way in ways:
-                runs[model][way].append(measure(way, model, options))
+                result = measure(way, model, options)
+                runs[model][way].append(result["images_per_s_by_epoch"])
+                if "peak_rss_mb" in result:
+                    peak_rss_mb[model] = max(peak_rss_mb.get(model, 0.0), result["peak_rss_mb"])
                 print(f"repeat {repeat + 1} {model:<18} {way:<6} {steady(runs[model][way][-1]):8,.0f} images/s")
     results = {
         model: {way: statistics.median(steady(run) for run in by_way[way]) for way in ways}
         for model, by_way in runs.items()
     }
-    print(f"\n{options.threads} threads, {options.epochs} epochs per run, median of {options.repeats} runs\n")
+    layout = ", channels_last" if options.channels_last else ""
+    print(f"\n{options.threads} threads, {options.epochs} epochs of {options.images:,} images per run{layout}, "
+          f"median of {options.repeats} runs\n")  # fmt: skip
     print(table(results, ways))
+    if peak_rss_mb:
+        print("\npeak RSS of fit: " + ", ".join(f"{model} {mb:,.0f} MB" for model, mb in peak_rss_mb.items()))
     options.out.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -227,8 +253,11 @@ def main() -> None:
         "cpu": cpu_name(),
         "threads": options.threads,
         "epochs": options.epochs,
+        "images_per_epoch": options.images,
+        "channels_last": options.channels_last,
         "repeats": options.repeats,
         "images_per_s": results,
+        "fit_peak_rss_mb": peak_rss_mb,
         "runs": runs,
     }
     options.out.write_text(json.dumps(record, indent=2) + "\n")

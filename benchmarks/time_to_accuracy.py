@@ -39,7 +39,8 @@ def one_seed(options: argparse.Namespace, seed: int, logs: Path) -> dict[str, An
     common += ["--trainer.logger.init_args.save_dir", str(logs), "--seed_everything", str(seed)]
     if any(logs.glob(f"*/seed_{seed}")):
         sys.exit(f"error: {logs} already has a run of seed {seed}; pass another --logs folder")
-    process_s = fmnist(["fit", *common, "--trainer.logger.init_args.version", f"seed_{seed}"], options.threads)
+    common += ["--trainer.logger.init_args.version", f"seed_{seed}"]  # fit and test write into the same run
+    process_s = fmnist(["fit", *common], options.threads)
     (run,) = (path.parent for path in logs.glob(f"*/seed_{seed}/metrics.json"))
     fmnist(["test", *common, "--ckpt_path", str(run / "checkpoints" / f"{options.ckpt}.ckpt")], options.threads)
     metrics = json.loads((run / "metrics.json").read_text())

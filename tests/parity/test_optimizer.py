@@ -59,3 +59,22 @@ def test_keras_adam_state_survives_a_checkpoint():
 def test_keras_adam_rejects_bad_hyperparameters():
     with pytest.raises(ValueError, match="lr ≥ 0"):
         KerasAdam([torch.nn.Parameter(torch.ones(1))], lr=-1)
+
+
+def test_keras_adam_steps_each_parameter_by_its_own_count():
+    """Parameters without a gradient at some step keep their own step count, as separate optimizers would."""
+    torch.manual_seed(0)
+    together = [torch.nn.Parameter(torch.randn(4)) for _ in range(2)]
+    apart = [torch.nn.Parameter(p.detach().clone()) for p in together]
+    optimizer, separate = KerasAdam(together), [KerasAdam([p]) for p in apart]
+    for step in range(3):
+        grads = [torch.randn(4), torch.randn(4) if step else None]  # the second has no gradient at first
+        for params in (together, apart):
+            for param, grad in zip(params, grads, strict=True):
+                param.grad = grad
+        optimizer.step()
+        for single in separate:
+            single.step()
+    for ours, reference in zip(together, apart, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=0, atol=0)
+    assert [optimizer.state[p]["step"] for p in together] == [3, 2]
