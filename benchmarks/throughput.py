@@ -175,7 +175,8 @@ def thread_env(threads: int) -> dict[str, str]:
 
 def keras_available(options: argparse.Namespace) -> bool:
     python = options.keras_python or sys.executable
-    probe = subprocess.run([python, "-c", "import tensorflow, keras"], capture_output=True, env=thread_env(1))
+    env = dict(thread_env(1), KERAS_BACKEND="tensorflow")
+    probe = subprocess.run([python, "-c", "import tensorflow, keras"], capture_output=True, env=env)
     return probe.returncode == 0
 
 

@@ -245,7 +245,13 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augments training batches where they are (on the GPU when training there), one draw per image."""
-        if self.augmentation is None or not self.trainer or not self.trainer.training:
+        # a bare tensor is the model's example input on its way to the TensorBoard graph, not a training batch
+        if (
+            self.augmentation is None
+            or not self.trainer
+            or not self.trainer.training
+            or not isinstance(batch, (tuple, list))
+        ):
             return batch
         images, targets = batch
         return self.augmentation(images), targets
