@@ -114,11 +114,11 @@ def run_keras(config: Path, options: argparse.Namespace) -> dict[str, Any]:
     recipe = yaml.safe_load(config.read_text())
     model_name = recipe["model"]["class_path"].rsplit(".", 1)[-1]
     optimizer = recipe["model"]["init_args"]["optimizer"]
-    options = optimizer.get("init_args", {})
+    settings = optimizer.get("init_args", {})
     if optimizer["class_path"].endswith("SGD"):
-        keras_optimizer = keras.optimizers.SGD(learning_rate=options["lr"], momentum=options.get("momentum", 0.0))
+        keras_optimizer = keras.optimizers.SGD(learning_rate=settings["lr"], momentum=settings.get("momentum", 0.0))
     else:  # Adam in Keras's own form (the project's KerasAdam)
-        keras_optimizer = keras.optimizers.Adam(learning_rate=options["lr"], epsilon=options.get("eps", 1e-7))
+        keras_optimizer = keras.optimizers.Adam(learning_rate=settings["lr"], epsilon=settings.get("eps", 1e-7))
     model = getattr(keras_models, KERAS_BUILDERS[model_name])()
     model.compile(optimizer=keras_optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
 
@@ -236,7 +236,10 @@ def main() -> None:
                 runs[model][way].append(result["images_per_s_by_epoch"])
                 if "peak_rss_mb" in result:
                     peak_rss_mb[model] = max(peak_rss_mb.get(model, 0.0), result["peak_rss_mb"])
-                print(f"repeat {repeat + 1} {model:<18} {way:<6} {steady(runs[model][way][-1]):8,.0f} images/s")
+                print(
+                    f"repeat {repeat + 1} {model:<18} {way:<6} {steady(runs[model][way][-1]):8,.0f} images/s",
+                    flush=True,
+                )
     results = {
         model: {way: statistics.median(steady(run) for run in by_way[way]) for way in ways}
         for model, by_way in runs.items()
