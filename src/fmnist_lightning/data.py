@@ -60,8 +60,8 @@ class InMemoryImages(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices)
-        images = self.images[index]
-        targets = F.one_hot(self.labels[index], NUM_CLASSES).float()
+        images = self.images.index_select(0, index)  # a third of the time of self.images[index] on CPU
+        targets = F.one_hot(self.labels.index_select(0, index), NUM_CLASSES).float()
         if self.label_smoothing:
             targets = targets * (1 - self.label_smoothing) + self.label_smoothing / NUM_CLASSES
         # exactly the study's x / 255.0: v2.ToDtype(scale=True) multiplies by 1/255, 1 ulp off for half the values

@@ -33,6 +33,7 @@ from fmnist_lightning.parity import load_keras_weights
 from support import REPO, study_arrays
 
 BN_MOMENTUM = 0.01  # torch's, = 1 − Keras's 0.99
+SPEED_OPTIONS = ("channels_last", "compile")
 
 
 @dataclass
@@ -67,9 +68,13 @@ STEPS = 5
 ADAM_WINDOW = 1e-4
 
 
-def config_optimizer(config: str) -> dict:
-    recipe = yaml.safe_load((REPO / "configs" / f"{config}.yaml").read_text())
-    return recipe["model"]["init_args"]["optimizer"]
+def config_model_args(config: str) -> dict:
+    return yaml.safe_load((REPO / "configs" / f"{config}.yaml").read_text())["model"]["init_args"]
+
+
+def config_speed_options(config: str) -> dict:
+    """The speed options the config turns on (``channels_last``, ``compile``): parity must hold with them."""
+    return {key: value for key, value in config_model_args(config).items() if key in SPEED_OPTIONS}
 
 
 def real_batches(folder: Path, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -105,7 +110,8 @@ def train_in_lockstep(recipe: Recipe, torch_optimizer: dict, data: list) -> dict
     keras_model = recipe.build_keras()
     randomize_batchnorm_statistics(keras_model, np.random.default_rng(0))
     keras_model.compile(optimizer=recipe.keras_optimizer(), loss="categorical_crossentropy")
-    model = load_keras_weights(recipe.build_torch(), keras_model).train()
+    model = load_keras_weights(recipe.build_torch(**config_speed_options(recipe.config)), keras_model).train()
+    model.setup("fit")  # applies the speed options as fit does
     optimizer = instantiate_class(model.parameters(), torch_optimizer)
     norms = batchnorm_layers(model)
     values_per_channel: dict[torch.nn.Module, int] = {}
@@ -164,8 +170,8 @@ def record(parity: Callable, recipe: Recipe, label: str, step: int, measured: di
 def test_training_steps_match_keras(parity, real_data, recipe):
     """Loss, weights and BN running statistics after one and five steps (BN: the step's tolerance, since after
     five Adam steps they follow weights that may differ by 1e-3)."""
-    torch_optimizer = config_optimizer(recipe.config)
-    label = torch_optimizer["class_path"].rsplit(".", 1)[-1]
+    torch_optimizer = config_model_args(recipe.config)["optimizer"]
+    label = " ".join([torch_optimizer["class_path"].rsplit(".", 1)[-1], *config_speed_options(recipe.config)])
     differences = train_in_lockstep(recipe, torch_optimizer, real_batches(real_data, recipe.batch_size))
     for (step, measured), tolerance in zip(differences.items(), recipe.tolerances, strict=True):
         record(parity, recipe, label, step, measured, tolerance)
