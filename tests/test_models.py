@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmnist_lightning import UserInputError
 from fmnist_lightning.models import MODELS, BrownleeCNN, CustomCNN, EfficientNet, LeNet5, SeedEfficientNet, count_params
 from fmnist_lightning.models.keras_layers import BatchNorm
 
@@ -51,6 +52,27 @@ def test_efficientnet_starts_from_a_local_pretrained_file(tmp_path):
     rgb_stem = imagenet_like.conv_stem.weight.sum(dim=1, keepdim=True)  # timm folds RGB into one channel
     torch.testing.assert_close(model.net.conv_stem.weight, rgb_stem)
     torch.testing.assert_close(model.net.blocks[3][0].conv_pw.weight, imagenet_like.blocks[3][0].conv_pw.weight)
+
+
+def test_efficientnet_pretrained_asks_timm_for_its_imagenet_weights(monkeypatch):
+    """``pretrained: true`` is timm's own download (no network here): the call timm gets is what is checked."""
+    calls = []
+    create_model = timm.create_model
+    monkeypatch.setattr(
+        timm, "create_model", lambda *a, **kw: calls.append(kw) or create_model(*a, **kw | {"pretrained": False})
+    )
+    EfficientNet(pretrained=True)
+    assert calls[0]["pretrained"] is True and calls[0]["in_chans"] == 1 and calls[0]["num_classes"] == 10
+
+
+def test_efficientnet_can_upsample_its_input():
+    model = EfficientNet(input_size=64, stem_stride=2).eval()
+    seen = []
+    model.net.conv_stem.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape))
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert seen == [(2, 1, 64, 64)]
+    with pytest.raises(UserInputError, match="input_size"):
+        EfficientNet(input_size=16)
 
 
 @pytest.mark.parametrize("model_class", MODELS, ids=lambda m: m.__name__)

@@ -1,15 +1,19 @@
 """Batch augmentation with one random draw per image, on whichever device the batch is on.
 
 torchvision's v2 transforms draw one set of random parameters per call: applied to a batch tensor that is one
-rotation for the whole batch (which silently weakens augmentation), applied image by image it is a Python call and a
-small warp per image, slower than a LeNet-5 training step. The affine warp here is one ``affine_grid`` +
-``grid_sample`` for the whole batch with a matrix per image, so it runs where the batch is (CPU or GPU).
+rotation (one crop, one flip) for the whole batch, which silently weakens augmentation; applied image by image it is
+a Python call and a small warp per image, slower than a LeNet-5 training step. The affine warp and crop here are one
+``affine_grid`` + ``grid_sample`` for the whole batch with a matrix per image, the flip one ``torch.where``, so they
+run where the batch is (CPU or GPU). Random erasing and mixup/cutmix are timm's, which already draw per image.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+from timm.data.random_erasing import RandomErasing as TimmRandomErasing
 from torch import nn
 
 
@@ -84,3 +88,75 @@ def study_augmentation(fill: float = 0.0) -> RandomAffine:
     with black, which is Fashion-MNIST's border colour anyway (tests/parity/test_augmentation_parity.py).
     """
     return RandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1), fill=fill)
+
+
+class RandomCrop(nn.Module):
+    """torchvision's ``RandomCrop(size, padding, fill)`` at the image's own size, with its offset drawn per image.
+
+    Pads by ``padding`` pixels of ``fill`` on every side and crops back at a random whole-pixel offset: a shift by
+    −padding…padding pixels on each axis (exact: ``grid_sample`` samples pixel centres).
+    """
+
+    def __init__(self, padding: int = 2, fill: float = 0.0) -> None:
+        super().__init__()
+        if padding < 0:
+            raise ValueError(f"RandomCrop needs padding ≥ 0, got {padding}")
+        self.padding, self.fill = padding, fill
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        count = len(images)
+        shift = torch.randint(-self.padding, self.padding + 1, (count, 2), device=images.device).to(images.dtype)
+        no_rotation = torch.zeros(count, device=images.device, dtype=images.dtype)
+        return affine_warp(images, no_rotation, shift, no_rotation + 1, fill=self.fill)
+
+    def extra_repr(self) -> str:
+        return f"padding={self.padding}, fill={self.fill}"
+
+
+class RandomHorizontalFlip(nn.Module):
+    """torchvision's ``RandomHorizontalFlip(p)`` with the coin tossed per image."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        flip = torch.rand(len(images), 1, 1, 1, device=images.device) < self.p
+        return torch.where(flip, images.flip(-1), images)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class RandomErasing(nn.Module):
+    """timm's ``RandomErasing`` (per image: whether, where, how large; per-pixel normal noise) on the batch's device.
+
+    timm fixes its device when it is built; this one follows the batch, so the same config runs on CPU and GPU.
+    """
+
+    def __init__(self, probability: float = 0.25) -> None:
+        super().__init__()
+        if not 0 <= probability <= 1:
+            raise ValueError(f"RandomErasing needs a probability in [0, 1], got {probability}")
+        self.erasing = TimmRandomErasing(probability, mode="pixel", device="cpu")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.erasing.device = images.device
+        return self.erasing(images)  # in place: the batch is the loader's (or an earlier step's) fresh tensor
+
+    def extra_repr(self) -> str:
+        return f"probability={self.erasing.probability}"
+
+
+def build_augmentation(
+    crop_padding: int, hflip: bool, affine: bool, erasing: float, fill: float
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The training augmentation, in the usual order: crop, flip, the study's affine warp, then erasing."""
+    steps = [
+        RandomCrop(crop_padding, fill) if crop_padding else None,
+        RandomHorizontalFlip() if hflip else None,
+        study_augmentation(fill) if affine else None,
+        RandomErasing(erasing) if erasing else None,
+    ]
+    steps = [step for step in steps if step is not None]
+    return nn.Sequential(*steps) if steps else None

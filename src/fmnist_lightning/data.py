@@ -14,13 +14,14 @@ from urllib.error import URLError
 
 import lightning as L
 import numpy as np
+import timm.data
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import FashionMNIST
 from torchvision.transforms import v2
 
-from fmnist_lightning.augment import study_augmentation
+from fmnist_lightning.augment import build_augmentation
 from fmnist_lightning.errors import UserInputError
 
 CLASS_NAMES: tuple[str, ...] = tuple(FashionMNIST.classes)
@@ -101,6 +102,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
         val_size: Fraction (< 1) or number of training images held out with ``validation: split``.
         standardize: Subtract the training mean 0.2860 and divide by the std 0.3530 after scaling to [0, 1].
         augment: The study's random affine augmentation on training images.
+        crop_padding: Random crop of each training image after padding it by this many black pixels (0: off).
+        hflip: Flip each training image horizontally with probability 0.5.
+        erasing: Probability that timm's random erasing blanks a random rectangle of a training image with noise.
+        mixup_alpha: timm's mixup of whole training batches with Beta(α, α) weights (0: off).
+        cutmix_alpha: timm's cutmix, Beta(α, α) (0: off); with both on, each batch gets one of the two.
         label_smoothing: Keras-style smoothing of the one-hot training targets (validation and test stay one-hot).
         cache_dir: Where ``.gz`` files are decompressed for torchvision; ``data_dir`` itself is never written
             unless a download is needed. Defaults to ``$XDG_CACHE_HOME/fmnist_lightning``.
@@ -118,6 +124,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
         split_seed: int = 1,
         standardize: bool = False,
         augment: bool = False,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        erasing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
         label_smoothing: float = 0.0,
         num_workers: int = 0,
         download: bool = True,
@@ -128,6 +139,13 @@ class FashionMNISTDataModule(L.LightningDataModule):
             raise UserInputError(f"--data.fold must be in 0..{num_folds - 1} for {num_folds} folds, got {fold}")
         if not 0 <= label_smoothing < 1:
             raise UserInputError(f"--data.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if crop_padding < 0 or not 0 <= erasing <= 1 or mixup_alpha < 0 or cutmix_alpha < 0:
+            raise UserInputError(
+                "--data.crop_padding, mixup_alpha and cutmix_alpha must be ≥ 0 and --data.erasing in [0, 1], got "
+                f"{crop_padding}, {mixup_alpha}, {cutmix_alpha} and {erasing}"
+            )
+        if (mixup_alpha or cutmix_alpha) and batch_size % 2:
+            raise UserInputError(f"mixup and cutmix pair images: --data.batch_size must be even, got {batch_size}")
         if val_size <= 0:
             raise UserInputError(f"--data.val_size must be a fraction in (0, 1) or a count ≥ 1, got {val_size}")
         self.save_hyperparameters()
@@ -137,7 +155,12 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.num_classes = NUM_CLASSES
         self.normalize = v2.Normalize([MEAN], [STD]) if standardize else None
         black = -MEAN / STD if standardize else 0.0
-        self.augmentation = study_augmentation(fill=black) if augment else None
+        self.augmentation = build_augmentation(crop_padding, hflip, augment, erasing, fill=black)
+        self.mixup = (
+            timm.data.Mixup(mixup_alpha, cutmix_alpha, label_smoothing=label_smoothing, num_classes=NUM_CLASSES)
+            if mixup_alpha or cutmix_alpha
+            else None
+        )
 
     # -- locating the files ------------------------------------------------------------------------------------------
     def _find_sources(self) -> dict[str, Path | None]:
@@ -244,24 +267,25 @@ class FashionMNISTDataModule(L.LightningDataModule):
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Augments training batches where they are (on the GPU when training there), one draw per image."""
+        """Augments training batches where they are (on the GPU when training there), one draw per image; mixup and
+        cutmix then mix the batch with its reverse (timm: one draw per batch) and mix the targets alike."""
         # a bare tensor is the model's example input on its way to the TensorBoard graph, not a training batch
-        if (
-            self.augmentation is None
-            or not self.trainer
-            or not self.trainer.training
-            or not isinstance(batch, (tuple, list))
-        ):
+        if not self.trainer or not self.trainer.training or not isinstance(batch, (tuple, list)):
             return batch
         images, targets = batch
-        return self.augmentation(images), targets
+        if self.augmentation is not None:
+            images = self.augmentation(images)
+        if self.mixup is not None:  # timm takes class indices and smooths them itself
+            images, targets = self.mixup(images, targets.argmax(dim=1))
+        return images, targets
 
-    def _loader(self, dataset: InMemoryImages, batch_size: int, shuffle: bool = False) -> DataLoader:
+    def _loader(self, dataset: InMemoryImages, batch_size: int, train: bool = False) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=train,
+            drop_last=train and self.mixup is not None,  # timm's mixup pairs each image with another: an even batch
             collate_fn=unpack_batch,
             num_workers=workers,
             persistent_workers=workers > 0,
@@ -269,7 +293,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+        return self._loader(self.train_set, self.hparams.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.hparams.eval_batch_size)

@@ -10,10 +10,12 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
+from torch.optim.lr_scheduler import LinearLR, OneCycleLR, ReduceLROnPlateau, SequentialLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES
+from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.figures import confusion_matrix_figure, confusion_matrix_markdown, per_class_table, sample_grid
 from fmnist_lightning.models.keras_layers import ContiguousBatchNorm2d
 
@@ -42,11 +44,15 @@ class FashionMNISTClassifier(L.LightningModule):
             trainer (``estimated_stepping_batches``) and is stepped every step.
         scheduler_monitor: The metric a ``ReduceLROnPlateau`` scheduler watches.
         scheduler_interval: ``epoch`` or ``step``.
+        warmup: Scheduler intervals (epochs, or steps) over which the learning rate rises linearly from 1 % to the
+            optimizer's, before ``lr_scheduler`` (which then starts its own schedule; set its length to the rest).
         channels_last: Train in channels-last memory (NHWC), faster for the convolutions of the batch-normalised
             models on CPU and GPU. Batch norm then runs torch's channels-last kernel, whose CPU batch statistics
             differ from Keras's by ~1e-4 (see ``ContiguousBatchNorm2d``): off in the study configs, which keep exact
             parity.
         compile: ``torch.compile`` the network (``nn.Module.compile``: checkpoints keep their keys).
+        tta_flip: Test-time augmentation in ``test`` and ``predict``: the mean of the class probabilities of each
+            image and its mirror image.
     """
 
     net: nn.Module
@@ -57,10 +63,14 @@ class FashionMNISTClassifier(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_monitor: str = "val/loss",
         scheduler_interval: Literal["epoch", "step"] = "epoch",
+        warmup: int = 0,
         channels_last: bool = False,
         compile: bool = False,
+        tta_flip: bool = False,
     ) -> None:
         super().__init__()
+        if warmup < 0:
+            raise UserInputError(f"--model.init_args.warmup must be ≥ 0 scheduler intervals, got {warmup}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
@@ -88,6 +98,13 @@ class FashionMNISTClassifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
+    def _evaluate(self, images: torch.Tensor, stage: str) -> torch.Tensor:
+        """Logits; with ``tta_flip`` in test and predict, the log of the mean probabilities of image and mirror."""
+        logits = self(images)
+        if self.hparams.tta_flip and stage in ("test", "predict"):
+            return ((logits.softmax(dim=1) + self(images.flip(-1)).softmax(dim=1)) / 2).log()
+        return logits
+
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Keras's softmax output with ``categorical_crossentropy``, computed from the logits (log-softmax).
 
@@ -97,7 +114,7 @@ class FashionMNISTClassifier(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, targets = batch
-        logits = self(images)
+        logits = self._evaluate(images, stage)
         loss = self.loss(logits, targets)
         labels = targets.argmax(dim=1)
         correct = (logits.detach().argmax(dim=1) == labels).sum()
@@ -142,7 +159,7 @@ class FashionMNISTClassifier(L.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities (the Keras model's softmax output)."""
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(images).softmax(dim=1)
+        return self._evaluate(images, "predict").softmax(dim=1)
 
     def _finish_confusion_matrix(self, stage: str) -> None:
         """Logs the epoch's confusion matrix as an image (counts and row-normalised) and as text, with per-class
@@ -204,16 +221,27 @@ class FashionMNISTClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameters())
-        if self.lr_scheduler is None:
+        warmup = self.hparams.warmup
+        if self.lr_scheduler is None and not warmup:
             return optimizer
         interval = self.hparams.scheduler_interval
-        try:
-            scheduler = self.lr_scheduler(optimizer)
-        except ValueError as error:  # OneCycleLR without total_steps: the trainer knows the run's length
-            if "total_steps" not in str(error):
-                raise
-            scheduler = self.lr_scheduler(optimizer, total_steps=self.trainer.estimated_stepping_batches)
-            interval = "step"
+        scheduler = None
+        if self.lr_scheduler is not None:
+            try:
+                scheduler = self.lr_scheduler(optimizer)
+            except ValueError as error:  # OneCycleLR without total_steps: the trainer knows the run's length
+                if "total_steps" not in str(error):
+                    raise
+                scheduler = self.lr_scheduler(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+                interval = "step"
+        if warmup:
+            if isinstance(scheduler, (OneCycleLR, ReduceLROnPlateau)):
+                raise UserInputError(
+                    f"--model.init_args.warmup does not combine with {type(scheduler).__name__} "
+                    "(OneCycleLR warms up itself); use one or the other"
+                )
+            ramp = LinearLR(optimizer, start_factor=0.01, total_iters=warmup)
+            scheduler = ramp if scheduler is None else SequentialLR(optimizer, [ramp, scheduler], milestones=[warmup])
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor, "interval": interval},
