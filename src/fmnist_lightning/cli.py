@@ -110,6 +110,10 @@ class FashionMNISTCLI(LightningCLI):
         model_dir = Path(logger.save_dir if logger else "tensorboard_logs") / _model_name(config)
         checkpoint = runs.resolve_checkpoint(config.ckpt_path, model_dir, command)
         config.ckpt_path = str(checkpoint)
+        if command != "fit":  # evaluate with the inputs the model was trained on, as Lightning does the model's args
+            trained_data = runs.checkpoint_data_hparams(checkpoint)
+            if "standardize" in trained_data:
+                config.data.standardize = trained_data["standardize"]
         run = runs.run_of_checkpoint(checkpoint)
         if logger is not None and run is not None:
             logger.save_dir, logger.name, logger.version = str(run[0]), run[1], run[2]
@@ -183,6 +187,12 @@ def convert_keras(args: list[str]) -> int:
     return 0
 
 
+def publish(args: list[str]) -> int:
+    from fmnist_lightning.publish import publish_command
+
+    return publish_command(args)
+
+
 def cross_validate(args: list[str]) -> int:
     """``cv``: imported when used, since it builds on this module's CLI class."""
     from fmnist_lightning.cv import cv_command
@@ -195,6 +205,7 @@ PROJECT_COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "convert-keras": ("convert a trained Keras model of the study into a checkpoint", convert_keras),
     "compare": ("compare runs side by side: reports/comparison.md, .csv, .png", compare_command),
     "cv": ("k-fold cross-validation of a recipe on the study's folds: mean ± std, box plot", cross_validate),
+    "publish": ("publish a run's checkpoint into weights/ with a model card", publish),
 }
 
 

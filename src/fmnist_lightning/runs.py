@@ -19,6 +19,8 @@ import os
 import re
 from pathlib import Path
 
+import torch
+
 from fmnist_lightning.errors import UserInputError
 
 KEYWORDS = ("best", "last")
@@ -52,6 +54,15 @@ def resolve_checkpoint(ckpt_path: str, model_dir: Path, command: str) -> Path:
     if not path.is_file():
         raise UserInputError(f"--ckpt_path {ckpt_path}: no such file; pass a .ckpt file, a run folder, best or last")
     return path
+
+
+def checkpoint_data_hparams(checkpoint: Path) -> dict:
+    """The data module's hyperparameters recorded in a checkpoint ({} for a converted Keras model)."""
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserInputError(f"--ckpt_path {checkpoint}: not a readable checkpoint ({type(error).__name__})") from error
+    return saved.get("datamodule_hyper_parameters") or {}
 
 
 def run_of_checkpoint(checkpoint: Path) -> tuple[Path, str, int] | None:

@@ -1,0 +1,196 @@
+"""``publish``: a trained checkpoint as a small file in ``weights/`` with a model card beside it.
+
+The published file keeps what ``test`` and ``predict`` need (weights, the model's and the data's hyperparameters)
+and drops the optimizer, scheduler, loop and callback state that only resuming a fit needs, which is most of a
+checkpoint's size. The card (``<name>.md``) starts with a YAML block that the tests read: the file's sha256, its test
+accuracy (measured here, on the official test set, from the published file itself), the seed, the epochs, the fit's
+wall time and the commands that reproduce it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+
+from fmnist_lightning import runs
+from fmnist_lightning.data import FashionMNISTDataModule
+from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.models import FashionMNISTClassifier, count_params
+
+WEIGHTS_DIR = Path("weights")
+KEPT = (
+    "epoch",
+    "global_step",
+    "pytorch-lightning_version",
+    "state_dict",
+    "hparams_name",
+    "hyper_parameters",
+    "datamodule_hparams_name",
+    "datamodule_hyper_parameters",
+)
+INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"  # lets load_from_checkpoint build the recorded class
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    """The YAML block at the top of a model card."""
+    text = path.read_text()
+    if not text.startswith("---\n"):
+        raise UserInputError(f"{path} is not a model card: it does not start with a '---' YAML block")
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+def load_published(path: Path) -> FashionMNISTClassifier:
+    """The model of a published (or any project) checkpoint, in eval mode on the CPU."""
+    class_path = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]["_class_path"]
+    module, name = class_path.rsplit(".", 1)
+    model_class = getattr(importlib.import_module(module), name)
+    if not (isinstance(model_class, type) and issubclass(model_class, FashionMNISTClassifier)):
+        raise UserInputError(f"{path} names {class_path}, which is not one of this project's models")
+    # on the recorded class, not the base: Lightning builds the class the checkpoint names only through a class
+    # whose __init__ takes **kwargs
+    return model_class.load_from_checkpoint(path, map_location="cpu").eval()
+
+
+def measure_test_accuracy(path: Path, data_dir: Path) -> float:
+    """Accuracy of a checkpoint on the official 10k test set, with the preprocessing it was trained with."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    standardize = checkpoint.get("datamodule_hyper_parameters", {}).get("standardize", False)
+    data = FashionMNISTDataModule(str(data_dir), standardize=standardize, download=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    (results,) = trainer.test(load_published(path), datamodule=data, verbose=False)
+    return results["test/acc"]
+
+
+def write_slim_checkpoint(source: Path, target: Path) -> dict[str, Any]:
+    """Copy the evaluation part of ``source`` to ``target``; the file appears whole or not at all."""
+    try:
+        checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise UserInputError(f"{source} is not a readable checkpoint ({type(error).__name__}: {error})") from error
+    if "state_dict" not in checkpoint or "_class_path" not in checkpoint.get("hyper_parameters", {}):
+        raise UserInputError(f"{source} is not a checkpoint of this project's models (no model class recorded)")
+    slim = {key: checkpoint[key] for key in KEPT if key in checkpoint}
+    slim["hyper_parameters"] = {**slim["hyper_parameters"], "_instantiator": INSTANTIATOR}
+    partial = target.with_name(f".{target.name}.partial")
+    torch.save(slim, partial)
+    partial.replace(target)
+    return slim
+
+
+def card_text(card: dict[str, Any], title: str) -> str:
+    accuracy = 100 * card["test_accuracy"]
+    return "\n".join(
+        [
+            "---",
+            yaml.safe_dump(card, sort_keys=False, width=1000).rstrip(),
+            "---",
+            f"# {title}",
+            "",
+            f"- **Test accuracy**: {accuracy:.2f} % on the official 10,000-image test set (measured from this file).",
+            f"- **Model**: `{card['model']}`, {card['parameters']:,} parameters (Keras's count).",
+            f"- **Training**: `{card['config']}`, seed {card['seed']}, {card['epochs']} epochs, "
+            f"{card['fit_wall_time_s']:,.0f} s of fit (device: {card['trained_on']}).",
+            f"- **sha256**: `{card['sha256']}`",
+            "",
+            "Reproduce and evaluate:",
+            "",
+            "```bash",
+            card["fit_command"],
+            card["test_command"],
+            f"python -m fmnist_lightning test --ckpt_path weights/{card['file']} --data.data_dir DATA_DIR",
+            "```",
+            "",
+        ]
+    )
+
+
+def publish_command(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fmnist_lightning publish",
+        description="Publish a run's checkpoint into weights/ with a model card (test accuracy measured here).",
+    )
+    parser.add_argument("checkpoint", type=Path, help="the checkpoint to publish, inside its run folder")
+    parser.add_argument("--name", required=True, help="the published name, e.g. the config's: lenet")
+    parser.add_argument("--config", required=True, help="the config the run was trained with, for the card")
+    parser.add_argument("--data_dir", type=Path, required=True, help="the four Fashion-MNIST files")
+    parser.add_argument("--title", help="the card's heading (default: the model's class name)")
+    parser.add_argument("--out_dir", type=Path, default=WEIGHTS_DIR)
+    options = parser.parse_args(args)
+    try:
+        card = publish(options)
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {options.out_dir / card['file']} ({100 * card['test_accuracy']:.2f} % test) and its card")
+    return 0
+
+
+def publish(options: argparse.Namespace) -> dict[str, Any]:
+    target, card_path = options.out_dir / f"{options.name}.ckpt", options.out_dir / f"{options.name}.md"
+    for path in (target, card_path):
+        if path.exists():
+            raise UserInputError(f"{path} already exists; remove it first to publish a new {options.name}")
+    run = runs.run_of_checkpoint(options.checkpoint)
+    if run is None:
+        raise UserInputError(f"{options.checkpoint} is not inside a run folder (<save_dir>/<Model>/version_N/)")
+    run_dir = run[0] / run[1] / f"version_{run[2]}"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    slim = write_slim_checkpoint(options.checkpoint, target)
+    try:
+        card = make_card(options, target, slim, metrics, config)
+    except BaseException:
+        target.unlink()  # published whole, with its card, or not at all
+        raise
+    card_path.write_text(card_text(card, options.title or card["model"]))
+    return card
+
+
+def make_card(
+    options: argparse.Namespace, target: Path, slim: dict[str, Any], metrics: dict[str, Any], config: dict[str, Any]
+) -> dict[str, Any]:
+    model = load_published(target)
+    checkpoint_name = options.checkpoint.stem
+    fit = f"python -m fmnist_lightning fit --config {options.config} --seed_everything {config['seed_everything']}"
+    card = {
+        "file": target.name,
+        "model": type(model).__name__,
+        "parameters": count_params(model),
+        "config": options.config,
+        "checkpoint": checkpoint_name,
+        "test_accuracy": round(measure_test_accuracy(target, options.data_dir), 6),
+        "seed": config["seed_everything"],
+        "epochs": metrics["epochs"],
+        "global_step": slim["global_step"],
+        "fit_wall_time_s": round(metrics["fit_time_s"], 1),
+        "trained_on": metrics.get("device", "unknown"),
+        "fit_command": fit + " --data.data_dir DATA_DIR",
+        "test_command": f"python -m fmnist_lightning test --config {options.config} --data.data_dir DATA_DIR "
+        f"--ckpt_path {checkpoint_name}",
+        "sha256": sha256(target),
+    }
+    return card
