@@ -15,7 +15,8 @@ from fmnist_lightning.publish import load_published, measure_test_accuracy, publ
 from support import REPO
 
 WEIGHTS = sorted((REPO / "weights").glob("*.ckpt"))
-STUDY_WEIGHTS = [path for path in WEIGHTS if path.stem in ("lenet", "brownlee", "custom_cnn", "seed_efficientnet")]
+STUDY_CONFIGS = ("lenet", "brownlee", "custom_cnn", "seed_efficientnet")
+STUDY_WEIGHTS = [path for path in WEIGHTS if path.stem.removesuffix("_plus") in STUDY_CONFIGS]  # fast to evaluate
 
 
 def card_of(path: Path) -> dict:
@@ -23,7 +24,7 @@ def card_of(path: Path) -> dict:
 
 
 def test_the_four_study_models_are_published():
-    assert [path.stem for path in STUDY_WEIGHTS] == ["brownlee", "custom_cnn", "lenet", "seed_efficientnet"]
+    assert set(STUDY_CONFIGS) <= {path.stem for path in STUDY_WEIGHTS}
 
 
 @pytest.mark.parametrize("path", WEIGHTS, ids=lambda path: path.stem)
