@@ -140,6 +140,36 @@ def test_warmup_refuses_one_cycle(tiny_data, tmp_path):
         cli.model.configure_optimizers()
 
 
+@pytest.mark.parametrize(
+    ("callback", "follows_training"),
+    [("fmnist_lightning.callbacks.EMAWithWarmup", True), ("lightning.pytorch.callbacks.EMAWeightAveraging", False)],
+)
+def test_ema_warmup_lets_the_average_follow_the_weights_early(tiny_data, tmp_path, callback, follows_training):
+    """After a few steps at decay 0.999 the fixed-decay average is still ~the random initial weights."""
+    ema = f'{{"class_path": "{callback}", "init_args": {{"decay": 0.999}}}}'
+    cli = make_cli(tiny_data, tmp_path, f"--trainer.callbacks+={ema}", "--trainer.max_epochs", "3")
+    initial = {key: value.clone() for key, value in cli.model.state_dict().items()}
+    cli.trainer.fit(cli.model, cli.datamodule)
+    (last,) = (tmp_path / "logs").rglob("last.ckpt")
+    checkpoint = torch.load(last, weights_only=False)
+    averaged, trained = checkpoint["state_dict"], checkpoint["current_model_state"]
+    weights = [key for key in averaged if averaged[key].is_floating_point()]
+
+    def distance(state: dict[str, torch.Tensor]) -> float:
+        return sum(float((averaged[key] - state[key]).square().sum()) for key in weights)
+
+    assert (distance(trained) < distance(initial)) is follows_training
+
+
+def test_ema_decay_warms_up_to_its_ceiling():
+    from fmnist_lightning.callbacks import ema_decay
+
+    decays = [ema_decay(updates, 0.999) for updates in (0, 1, 10, 100, 1000, 10_000, 100_000)]
+    assert decays[0] == 0  # the first update copies the weights
+    assert decays == sorted(decays) and decays[-1] == 0.999
+    assert ema_decay(430, 0.999) == pytest.approx(1 - 431**-0.75)
+
+
 def test_weight_ema_is_what_validation_sees_and_what_checkpoints_hold(tiny_data, tmp_path):
     """Lightning's EMAWeightAveraging from the config: checkpoints hold the average, the raw weights beside it."""
     ema = '{"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.5}}'
