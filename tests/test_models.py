@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmnist_lightning import UserInputError
-from fmnist_lightning.models import MODELS, BrownleeCNN, CustomCNN, EfficientNet, LeNet5, SeedEfficientNet, count_params
+from fmnist_lightning.models import (
+    MODELS,
+    BrownleeCNN,
+    CustomCNN,
+    EfficientNet,
+    LeNet5,
+    SeedEfficientNet,
+    WideResNet,
+    count_params,
+)
 from fmnist_lightning.models.keras_layers import BatchNorm
+from fmnist_lightning.models.wide_resnet import WideBlock
 
 # The study's Keras count_params(): total and trainable.
 KERAS_COUNTS = {
@@ -73,6 +83,22 @@ def test_efficientnet_can_upsample_its_input():
     assert seen == [(2, 1, 64, 64)]
     with pytest.raises(UserInputError, match="input_size"):
         EfficientNet(input_size=16)
+
+
+def test_wide_resnet_has_the_papers_sizes():
+    """Zagoruyko & Komodakis, table 1 (CIFAR, 3 input channels): WRN-28-10 36.5M and WRN-16-8 11.0M weights."""
+    for depth, widen_factor, millions in ((28, 10, 36.5), (16, 8, 11.0)):
+        model = WideResNet(depth=depth, widen_factor=widen_factor)
+        stem = 16 * 3 * 3 * 2  # the paper's stem sees RGB: two more input channels
+        assert round((sum(p.numel() for p in model.parameters()) + stem) / 1e6, 1) == millions
+    blocks = [m for m in WideResNet(depth=22).net if isinstance(m, WideBlock)]
+    assert len(blocks) == 9  # three stages of (22 − 4) / 6
+
+
+@pytest.mark.parametrize(("option", "value"), [("depth", 15), ("depth", 4), ("widen_factor", 0)])
+def test_wide_resnet_refuses_impossible_shapes(option, value):
+    with pytest.raises(UserInputError, match=f"--model.init_args.{option}"):
+        WideResNet(**{option: value})
 
 
 @pytest.mark.parametrize("model_class", MODELS, ids=lambda m: m.__name__)

@@ -1,4 +1,4 @@
-"""The study's four models, a timm EfficientNet, a fast CNN for time to accuracy, and their shared base."""
+"""The study's four models, a timm EfficientNet, a fast CNN for time to accuracy, a wide ResNet, and their base."""
 
 from fmnist_lightning.models.base import FashionMNISTClassifier, count_params
 from fmnist_lightning.models.brownlee import BrownleeCNN
@@ -7,9 +7,10 @@ from fmnist_lightning.models.efficientnet import EfficientNet
 from fmnist_lightning.models.fast_cnn import FastCNN
 from fmnist_lightning.models.lenet import LeNet5
 from fmnist_lightning.models.seed_efficientnet import SeedEfficientNet
+from fmnist_lightning.models.wide_resnet import WideResNet
 
 STUDY_MODELS = (LeNet5, BrownleeCNN, CustomCNN, SeedEfficientNet)  # the Keras study's four
-MODELS = (*STUDY_MODELS, EfficientNet, FastCNN)
+MODELS = (*STUDY_MODELS, EfficientNet, FastCNN, WideResNet)
 
 __all__ = [
     "MODELS",
@@ -21,5 +22,6 @@ __all__ = [
     "FastCNN",
     "LeNet5",
     "SeedEfficientNet",
+    "WideResNet",
     "count_params",
 ]
