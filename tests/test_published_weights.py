@@ -92,3 +92,17 @@ def test_publish_refuses_a_file_that_is_not_a_checkpoint(tiny_data, tmp_path):
     with pytest.raises(UserInputError, match="not a readable checkpoint"):
         publish(publish_options(broken, tiny_data, tmp_path / "weights"))
     assert not (tmp_path / "weights" / "tiny.ckpt").exists()
+
+
+@pytest.mark.parametrize("missing", ["metrics.json", "config.yaml"])
+def test_publish_names_the_run_file_it_lacks(tiny_data, tmp_path, missing):
+    run = tmp_path / "logs" / "LeNet5" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    (run / "config.yaml").write_text("seed_everything: 1\n")
+    (run / missing).unlink()
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    checkpoint.write_bytes(b"never read")
+    with pytest.raises(UserInputError, match=f"{missing} is missing or unreadable"):
+        publish(publish_options(checkpoint, tiny_data, tmp_path / "weights"))
+    assert checkpoint.read_bytes() == b"never read" and not (tmp_path / "weights").exists()

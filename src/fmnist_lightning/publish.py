@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,23 @@ def publish_command(args: list[str]) -> int:
     return 0
 
 
+RUN_FILES = (("metrics.json", json.loads), ("config.yaml", yaml.safe_load))
+
+
+def read_run_file(path: Path, parse: Callable[[str], Any]) -> dict[str, Any]:
+    """One of the files ``fit`` writes beside its checkpoints, which the card is made from."""
+    try:
+        data = parse(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        data = None
+    if not isinstance(data, dict):
+        raise UserInputError(
+            f"{path} is missing or unreadable; publish needs the metrics.json and config.yaml that fit writes "
+            "into the run folder (a run stopped before fit started has none)"
+        )
+    return data
+
+
 def publish(options: argparse.Namespace) -> dict[str, Any]:
     target, card_path = options.out_dir / f"{options.name}.ckpt", options.out_dir / f"{options.name}.md"
     for path in (target, card_path):
@@ -157,8 +175,7 @@ def publish(options: argparse.Namespace) -> dict[str, Any]:
     if run is None:
         raise UserInputError(f"{options.checkpoint} is not inside a run folder (<save_dir>/<Model>/version_N/)")
     run_dir = run[0] / run[1] / f"version_{run[2]}"
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    metrics, config = (read_run_file(run_dir / name, parse) for name, parse in RUN_FILES)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     slim = write_slim_checkpoint(options.checkpoint, target)
     try:
