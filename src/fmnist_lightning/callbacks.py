@@ -32,6 +32,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from fmnist_lightning.figures import CURVES, save_learning_curves
@@ -101,6 +102,22 @@ def inference_latency_ms(model: torch.nn.Module, batch_size: int, budget_s: floa
         synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
+
+
+class SaveOnInterrupt(L.Callback):
+    """A SIGTERM (a cluster's pre-emption, ``kill``, ``docker stop``) or Ctrl-C during ``fit`` rewrites the run's
+    ``last.ckpt`` with the state after the last finished step before the process exits, so ``fit --ckpt_path last``
+    resumes from there instead of from the end of the last epoch.
+
+    Lightning stops at the next batch boundary on SIGTERM (on all DDP ranks together) and calls ``on_exception``.
+    Its own ``OnExceptionCheckpoint`` needs its folder before the run folder exists and deletes its file after a fit
+    that finishes; this writes into the run's checkpoint folder the file that resuming already looks for.
+    """
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        folder = getattr(trainer.checkpoint_callback, "dirpath", None)  # None before fit set up its run folder
+        if trainer.state.fn == "fit" and folder and isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            trainer.save_checkpoint(os.path.join(folder, "last.ckpt"))  # written whole or not at all (fsspec)
 
 
 def ema_decay(updates: int, decay: float) -> float:
@@ -183,6 +200,7 @@ class RunMetrics(L.Callback):
         self._fit_start = time.perf_counter()
         self._train_time = 0.0
         self._train_images = 0
+        self.on_train_epoch_start(trainer, pl_module)  # a fit resumed mid-epoch continues without that hook
         self._write(trainer)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +12,10 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fmnist_lightning import runs
-from fmnist_lightning.callbacks import RunMetrics
+from fmnist_lightning.callbacks import RunMetrics, SaveOnInterrupt
 from fmnist_lightning.compare import compare_command
 from fmnist_lightning.data import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
@@ -69,6 +71,7 @@ class FashionMNISTCLI(LightningCLI):
         # "last" is rewritten at the end of every epoch
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(RunMetrics, "run_metrics")
+        parser.add_lightning_class_args(SaveOnInterrupt, "save_on_interrupt")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         # Lightning's default bar is Rich's when rich is installed (keras brings it): it redraws on every step, which
         # cost 15 % of LeNet-5's training throughput here; tqdm redrawn every refresh_rate steps ~3 %
@@ -109,9 +112,10 @@ class FashionMNISTCLI(LightningCLI):
         logger = _tensorboard_args(config)
         model_dir = Path(logger.save_dir if logger else "tensorboard_logs") / _model_name(config)
         checkpoint = runs.resolve_checkpoint(config.ckpt_path, model_dir, command)
+        saved = runs.read_checkpoint(checkpoint, command, config.model.class_path)
         config.ckpt_path = str(checkpoint)
         if command != "fit":  # evaluate with the inputs the model was trained on, as Lightning does the model's args
-            trained_data = runs.checkpoint_data_hparams(checkpoint)
+            trained_data = saved.get("datamodule_hyper_parameters") or {}
             if "standardize" in trained_data:
                 config.data.standardize = trained_data["standardize"]
         run = runs.run_of_checkpoint(checkpoint)
@@ -238,4 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except SIGTERMException:  # Lightning's SystemExit after SaveOnInterrupt saved the run
+        print("stopped by SIGTERM; resume with: fit --config ... --ckpt_path last", file=sys.stderr)
+        return 128 + signal.SIGTERM
     return 0

@@ -18,9 +18,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from fmnist_lightning import models
 from fmnist_lightning.errors import UserInputError
 
 KEYWORDS = ("best", "last")
@@ -56,13 +58,35 @@ def resolve_checkpoint(ckpt_path: str, model_dir: Path, command: str) -> Path:
     return path
 
 
-def checkpoint_data_hparams(checkpoint: Path) -> dict:
-    """The data module's hyperparameters recorded in a checkpoint ({} for a converted Keras model)."""
+def read_checkpoint(checkpoint: Path, command: str, config_class_path: str) -> dict[str, Any]:
+    """The checkpoint's contents (memory-mapped, so a large file costs little), after the checks that turn
+    Lightning's tracebacks for a damaged or unsuitable file into one line."""
+    where = f"--ckpt_path {checkpoint}"
     try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:
-        raise UserInputError(f"--ckpt_path {checkpoint}: not a readable checkpoint ({type(error).__name__})") from error
-    return saved.get("datamodule_hyper_parameters") or {}
+        raise UserInputError(
+            f"{where}: not a readable checkpoint, truncated or not a torch file ({type(error).__name__})"
+        ) from None
+    if not isinstance(saved, dict) or not {"state_dict", "pytorch-lightning_version"} <= saved.keys():
+        raise UserInputError(
+            f"{where}: not a Lightning checkpoint; a Keras model of the study converts with convert-keras"
+        )
+    class_path = (saved.get("hyper_parameters") or {}).get("_class_path", "")
+    module, _, name = class_path.rpartition(".")
+    if module != models.__name__ or not hasattr(models, name):
+        raise UserInputError(
+            f"{where}: a checkpoint of {class_path or 'an unnamed model'}, not of this project's models"
+        )
+    if command == "fit":
+        if "optimizer_states" not in saved:
+            raise UserInputError(f"{where}: holds weights only (published or converted); fit resumes a run's last.ckpt")
+        if class_path != config_class_path:
+            raise UserInputError(
+                f"{where}: a {name} checkpoint, but the config trains {config_class_path.rpartition('.')[2]}; "
+                "resume with the config the run was trained with (its config.yaml)"
+            )
+    return saved
 
 
 def run_of_checkpoint(checkpoint: Path) -> tuple[Path, str, int] | None:

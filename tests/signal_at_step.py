@@ -1,0 +1,15 @@
+"""A callback for subprocess tests: a real signal at a known training step (``--trainer.callbacks+=``)."""
+
+import os
+import signal
+
+import lightning as L
+
+
+class SignalAtStep(L.Callback):
+    def __init__(self, step: int, signal_name: str) -> None:
+        self.step, self.signal = step, getattr(signal, signal_name)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signal)

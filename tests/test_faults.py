@@ -1,0 +1,108 @@
+"""Runs that are killed resume where they stopped: real subprocesses, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from support import REPO, write_dataset
+
+STEPS_PER_EPOCH = 50  # 400 training images in batches of 8
+KILLED_AT = 75  # in the second epoch (steps 51–100)
+SCHEDULER = '{"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 1, "gamma": 0.5}}'
+
+
+def fit(data: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "fmnist_lightning", "fit", "--config", str(REPO / "configs/lenet.yaml")]
+    command += ["--data.data_dir", str(data), "--data.batch_size", "8", "--trainer.enable_progress_bar", "false"]
+    command += ["--model.init_args.optimizer", "torch.optim.Adam", "--model.init_args.lr_scheduler", SCHEDULER]
+    command += ["--run_metrics.latency", "false", "--run_metrics.activation_memory", "false"]
+    command += ["--trainer.max_epochs", "3", *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "XDG_CACHE_HOME": str(cwd / "cache")}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def checkpoint(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_a_killed_fit_resumes_from_last_and_finishes_its_epochs(tmp_path, signal_name):
+    data = tmp_path / "data"
+    write_dataset(data, num_train=400, num_test=40)
+    kill = {"class_path": "signal_at_step.SignalAtStep", "init_args": {"step": KILLED_AT, "signal_name": signal_name}}
+    killed = fit(data, tmp_path, f"--trainer.callbacks+={json.dumps(kill)}")
+    run = tmp_path / "tensorboard_logs" / "LeNet5" / "version_0"
+    saved = checkpoint(run)
+    if signal_name == "SIGTERM":  # Lightning stops at the step's end; the run's last.ckpt is rewritten there
+        assert killed.returncode == 143 and "--ckpt_path last" in killed.stderr, killed.stderr[-2000:]
+        assert saved["global_step"] == KILLED_AT
+    else:  # killed outright: the end of the first epoch survives, whole
+        assert killed.returncode == -9
+        assert saved["global_step"] == STEPS_PER_EPOCH
+    assert json.loads((run / "metrics.json").read_text())["status"] in ("interrupted", "running")
+
+    resumed = fit(data, tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [p.name for p in run.parent.iterdir()] == ["version_0"]  # the same run, continued
+    final = checkpoint(run)
+    assert final["epoch"] == 2 and final["global_step"] == 3 * STEPS_PER_EPOCH
+    optimizer = final["optimizer_states"][0]  # restored, not restarted: one Adam step per training step
+    assert {int(state["step"]) for state in optimizer["state"].values()} == {3 * STEPS_PER_EPOCH}
+    (scheduler,) = final["lr_schedulers"]
+    halved_thrice = optimizer["param_groups"][0]["initial_lr"] * 0.5**3
+    assert scheduler["last_epoch"] == 3 and scheduler["_last_lr"] == [pytest.approx(halved_thrice)]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["epochs"] == 3
+
+
+def lightning_checkpoint(path: Path, class_path: str, resumable: bool = True) -> Path:
+    """The keys the CLI checks, as Lightning writes them (the check runs before Lightning reads the weights)."""
+    saved = {"state_dict": {}, "pytorch-lightning_version": "2.6.0", "hyper_parameters": {"_class_path": class_path}}
+    torch.save({**saved, "optimizer_states": [{}]} if resumable else saved, path)
+    return path
+
+
+def truncated(path: Path) -> Path:
+    whole = lightning_checkpoint(path.with_suffix(".whole"), "fmnist_lightning.models.LeNet5").read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    return path
+
+
+def foreign(path: Path) -> Path:
+    torch.save({"weights": torch.zeros(3)}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("command", "make", "message"),
+    [
+        ("fit", truncated, "not a readable checkpoint, truncated or not a torch file"),
+        ("test", truncated, "not a readable checkpoint, truncated or not a torch file"),
+        ("test", foreign, "not a Lightning checkpoint"),
+        ("test", lambda p: lightning_checkpoint(p, "other_project.Net"), "of other_project.Net, not of this project"),
+        ("fit", lambda p: lightning_checkpoint(p, "fmnist_lightning.models.LeNet5", False), "holds weights only"),
+        (
+            "fit",
+            lambda p: lightning_checkpoint(p, "fmnist_lightning.models.CustomCNN"),
+            "a CustomCNN checkpoint, but the config trains LeNet5",
+        ),
+    ],
+)
+def test_an_unusable_checkpoint_is_a_one_line_error_and_stays_as_it_was(tmp_path, capsys, command, make, message):
+    from fmnist_lightning.cli import main
+
+    checkpoint = make(tmp_path / "model.ckpt")
+    before = checkpoint.read_bytes()
+    logs = tmp_path / "logs"
+    args = [command, "--config", str(REPO / "configs/lenet.yaml"), "--ckpt_path", str(checkpoint)]
+    assert main([*args, "--trainer.logger.init_args.save_dir", str(logs)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: --ckpt_path {checkpoint}: ") and message in line
+    assert checkpoint.read_bytes() == before and not logs.exists()
