@@ -224,6 +224,22 @@ def test_images_and_labels_of_different_lengths_are_rejected(tiny_data, make_dat
         make_datamodule(tiny_data)
 
 
+def test_labels_outside_0_to_9_are_rejected(tiny_data, make_datamodule):
+    labels = np.arange(40, dtype=np.uint8) % 10
+    labels[[3, 7]] = [10, 255]
+    (tiny_data / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+    with pytest.raises(UserInputError, match=r"t10k-labels holds 2 labels outside 0–9 \(the first: 10\)"):
+        make_datamodule(tiny_data)
+
+
+def test_an_item_count_the_data_does_not_hold_is_a_clear_error(tiny_data, make_datamodule):
+    """The IDX header promises 120 images; the file holds 119."""
+    path = tiny_data / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[: -28 * 28]))
+    with pytest.raises(UserInputError, match=r"cannot read the Fashion-MNIST train files .*--data.data_dir"):
+        make_datamodule(tiny_data)
+
+
 def test_unwritable_cache_is_a_clear_error(tiny_data, tmp_path):
     from fmnist_lightning import FashionMNISTDataModule
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,6 +122,32 @@ class FashionMNISTCLI(LightningCLI):
         run = runs.run_of_checkpoint(checkpoint)
         if logger is not None and run is not None:
             logger.save_dir, logger.name, logger.version = str(run[0]), run[1], run[2]
+
+    def before_fit(self) -> None:
+        """Checks what would otherwise fail after the run folder exists, with a traceback: the log folder must be
+        writable, and the optimizer must accept its arguments (torch's optimizers refuse a negative lr, …)."""
+        try:
+            self.model.optimizer(self.model.parameters())
+        except ValueError as error:
+            raise UserInputError(f"--model.init_args.optimizer: {error}") from None
+        self._check_log_dirs_writable()
+
+    def before_test(self) -> None:
+        self._check_log_dirs_writable()
+
+    def _check_log_dirs_writable(self) -> None:
+        for logger in self.trainer.loggers:
+            if logger.save_dir is None:
+                continue
+            save_dir = Path(logger.save_dir)
+            try:
+                save_dir.mkdir(parents=True, exist_ok=True)
+                tempfile.TemporaryFile(dir=save_dir).close()
+            except OSError as error:
+                raise UserInputError(
+                    f"--trainer.logger.init_args.save_dir {save_dir}: cannot write there ({error.strerror}); "
+                    "choose a writable folder"
+                ) from None
 
     def _instantiate_trainer(self, config: dict, callbacks: list[Callback]) -> Trainer:
         """Leaves the project's progress bar out when the bar is off or the config brings its own."""

@@ -214,21 +214,25 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
     # -- loading -----------------------------------------------------------------------------------------------------
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        root = self._torchvision_root()
+        root, split = self._torchvision_root(), "train" if train else "t10k"
         try:
             dataset = FashionMNIST(root, train=train, download=False)
         except Exception as error:  # torchvision asserts and raises bare errors on malformed IDX files
-            split = "train" if train else "t10k"
             raise UserInputError(
                 f"cannot read the Fashion-MNIST {split} files from {self.data_dir}/ "
                 f"({type(error).__name__}: {error or 'malformed IDX file'}); replace them with the original files "
                 f"or {DATA_DIR_HINT}"
             ) from None
         if len(dataset.data) != len(dataset.targets):
-            split = "train" if train else "t10k"
             raise UserInputError(
                 f"{self.data_dir}/{split}-images has {len(dataset.data)} images but {split}-labels has "
                 f"{len(dataset.targets)} labels; replace them with the original files or {DATA_DIR_HINT}"
+            )
+        outside = dataset.targets[(dataset.targets < 0) | (dataset.targets >= NUM_CLASSES)]
+        if len(outside):
+            raise UserInputError(
+                f"{self.data_dir}/{split}-labels holds {len(outside)} labels outside 0–9 (the first: "
+                f"{int(outside[0])}); replace them with the original files or {DATA_DIR_HINT}"
             )
         return dataset.data, dataset.targets
 
