@@ -132,19 +132,3 @@ def test_compare_reads_the_real_run(run, tmp_path):
     assert "| finished |" in row and f"| {100 * metrics['test_acc']:.2f} |" in row and "| 61,706 |" in row
     with Image.open(out / "comparison.png") as plot:
         assert plot.width > 300
-
-
-def test_under_ddp_the_confusion_matrix_counts_every_rank(tmp_path, tiny_data):
-    """Two CPU processes each test half the images; the synced matrix holds all of them, written once."""
-    ddp = ("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp")
-    quick = ("--run_metrics.latency", "false", "--trainer.enable_progress_bar", "false")
-    common = ("--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data), *ddp, *quick)
-    ok(cli("fit", *common, "--trainer.max_epochs", "1", cwd=tmp_path))
-    ok(cli("test", *common, "--ckpt_path", "last", cwd=tmp_path))
-    runs = list((tmp_path / "tensorboard_logs" / "LeNet5").iterdir())
-    assert [run.name for run in runs] == ["version_0"]
-    events = EventAccumulator(str(runs[0]), size_guidance={"tensors": 0})
-    events.Reload()
-    table = events.Tensors("test/confusion_matrix/text_summary")[-1].tensor_proto.string_val[0].decode()
-    assert sum(int(cell) for line in table.splitlines()[2:] for cell in line.split("|")[2:-1]) == TEST_IMAGES
-    assert "test_acc" in json.loads((runs[0] / "metrics.json").read_text())

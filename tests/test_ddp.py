@@ -1,0 +1,69 @@
+"""Lightning's DDP on CPU: two processes (gloo) train on disjoint shards, test to the single-process figure, and
+leave one run folder. Real subprocesses, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from support import REPO, write_dataset
+from test_cli import cli, ok
+
+TRAIN_IMAGES, TEST_IMAGES = 96, 40  # divisible by 2 ranks × batch 16: no padding by the distributed sampler
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("ddp")
+    write_dataset(folder / "data", num_train=TRAIN_IMAGES, num_test=TEST_IMAGES)
+    record = json.dumps({"class_path": "record_sample_ids.RecordSampleIds", "init_args": {"folder": str(folder)}})
+    common = ["--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(folder / "data")]
+    common += ["--data.batch_size", "16", "--run_metrics.latency", "false", "--trainer.enable_progress_bar", "false"]
+    two_processes = [
+        "--config",
+        str(REPO / "configs/ddp.yaml"),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+    ]
+    with pytest.MonkeyPatch.context() as patch:  # the subprocesses import the recording callback from tests/
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")])))
+        fit = ["fit", *common, *two_processes, "--trainer.max_epochs", "1", f"--trainer.callbacks+={record}"]
+        ok(cli(*fit, cwd=folder))
+    run = folder / "tensorboard_logs" / "LeNet5" / "version_0"
+    results = {}
+    for name, processes in (("ddp", two_processes), ("single", [])):
+        ok(cli("test", *common, *processes, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), cwd=folder))
+        results[name] = json.loads((run / "metrics.json").read_text())["test_acc"]
+    return {"folder": folder, "run": run, "test_acc": results}
+
+
+def test_each_rank_trains_on_its_own_half(ddp):
+    seen = [(ddp["folder"] / f"rank{rank}.txt").read_text().split() for rank in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == TRAIN_IMAGES // 2
+    assert not set(seen[0]) & set(seen[1]) and len(set(seen[0]) | set(seen[1])) == TRAIN_IMAGES
+
+
+def test_ddp_test_accuracy_equals_a_single_process_test(ddp):
+    assert ddp["test_acc"]["ddp"] == ddp["test_acc"]["single"]
+
+
+def test_one_run_folder_one_set_of_checkpoints(ddp):
+    runs: list[Path] = list(ddp["run"].parent.iterdir())
+    assert runs == [ddp["run"]]
+    assert sorted(p.name for p in (ddp["run"] / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert len(list(ddp["run"].glob("events.out.tfevents.*"))) == 3  # fit, the DDP test, the single test
+
+
+def test_the_test_confusion_matrix_counts_every_rank(ddp):
+    """Each rank tests half the images; the synced matrix holds all of them, written once (by rank 0)."""
+    events = EventAccumulator(str(ddp["run"]), size_guidance={"tensors": 0})
+    events.Reload()
+    for record in events.Tensors("test/confusion_matrix/text_summary"):
+        table = record.tensor_proto.string_val[0].decode()
+        assert sum(int(cell) for line in table.splitlines()[2:] for cell in line.split("|")[2:-1]) == TEST_IMAGES
