@@ -78,3 +78,10 @@ def study_arrays(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """The study's inputs, read as its notebooks did: ``x / 255.0`` as float32 N×28×28×1, and the labels."""
     images = read_idx(folder / f"{FILES[split, 'images']}.gz")
     return (images[..., None] / 255.0).astype(np.float32), read_idx(folder / f"{FILES[split, 'labels']}.gz")
+
+
+def error_line(stderr: str) -> str:
+    """The single ``error: …`` line of a command's stderr (Lightning's log lines may surround it); no traceback."""
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("error:")]
+    return line

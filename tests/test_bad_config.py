@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fmnist_lightning.cli import main
-from support import REPO
+from support import REPO, error_line
 
 
 def fit(tiny_data: Path, logs: Path, *args: str) -> list[str]:
@@ -33,7 +33,7 @@ def test_a_config_typo_is_refused_naming_the_key(tiny_data, tmp_path, capsys, ar
 def test_an_impossible_optimizer_argument_is_a_one_line_error_before_the_run_folder(tiny_data, tmp_path, capsys):
     logs = tmp_path / "logs"
     assert main(fit(tiny_data, logs, "--model.init_args.optimizer.init_args.lr", "-0.01")) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    line = error_line(capsys.readouterr().err)
     assert line == "error: --model.init_args.optimizer: Invalid learning rate: -0.01"
     assert not logs.exists()
 
@@ -43,6 +43,6 @@ def test_an_unwritable_log_folder_is_a_one_line_error(tiny_data, tmp_path, capsy
     blocker.write_text("a file where the log folder's parent should be")
     logs = blocker / "logs"
     assert main(fit(tiny_data, logs)) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    line = error_line(capsys.readouterr().err)
     assert line.startswith(f"error: --trainer.logger.init_args.save_dir {logs}: cannot write there (Not a directory)")
     assert blocker.read_text() == "a file where the log folder's parent should be"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import REPO, write_dataset
+from support import REPO, error_line, write_dataset
 
 STEPS_PER_EPOCH = 50  # 400 training images in batches of 8
 KILLED_AT = 75  # in the second epoch (steps 51–100)
@@ -103,6 +103,6 @@ def test_an_unusable_checkpoint_is_a_one_line_error_and_stays_as_it_was(tmp_path
     logs = tmp_path / "logs"
     args = [command, "--config", str(REPO / "configs/lenet.yaml"), "--ckpt_path", str(checkpoint)]
     assert main([*args, "--trainer.logger.init_args.save_dir", str(logs)]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    line = error_line(capsys.readouterr().err)
     assert line.startswith(f"error: --ckpt_path {checkpoint}: ") and message in line
     assert checkpoint.read_bytes() == before and not logs.exists()
