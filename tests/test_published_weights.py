@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmnist_lightning import UserInputError
+from fmnist_lightning import UserInputError, load
 from fmnist_lightning.cli import FashionMNISTCLI
 from fmnist_lightning.models import count_params
-from fmnist_lightning.publish import load_published, measure_test_accuracy, publish, read_card, sha256
+from fmnist_lightning.publish import measure_test_accuracy, publish, read_card, sha256
 from support import REPO
 
 WEIGHTS = sorted((REPO / "weights").glob("*.ckpt"))
@@ -34,7 +34,7 @@ def test_published_file_matches_its_card_and_loads(path):
     assert path.stat().st_size < 25 * 2**20  # small enough for git
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     assert "optimizer_states" not in checkpoint and "loops" not in checkpoint  # evaluation only
-    model = load_published(path)
+    model = load(path)
     assert type(model).__name__ == card["model"] and count_params(model) == card["parameters"]
     assert (REPO / card["config"]).is_file() and 0 < card["test_accuracy"] <= 1
 

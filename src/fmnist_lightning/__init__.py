@@ -10,6 +10,7 @@ from fmnist_lightning.models import (
     LeNet5,
     SeedEfficientNet,
 )
+from fmnist_lightning.predictions import load
 
 __version__ = "0.1.0"
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "LeNet5",
     "SeedEfficientNet",
     "UserInputError",
+    "load",
 ]

@@ -21,6 +21,7 @@ from fmnist_lightning.compare import compare_command
 from fmnist_lightning.data import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.models import MODELS, STUDY_MODELS, FashionMNISTClassifier, count_params
+from fmnist_lightning.predictions import PredictionCSV
 
 TENSORBOARD = "lightning.pytorch.loggers.TensorBoardLogger"
 PROFILERS = {name: f"lightning.pytorch.profilers.{name.title()}Profiler" for name in ("simple", "advanced")} | {
@@ -30,7 +31,7 @@ LIGHTNING_COMMANDS = {
     "fit": "train a model (--config configs/<model>.yaml); --ckpt_path last resumes the newest run",
     "validate": "evaluate a checkpoint on the validation set",
     "test": "evaluate a checkpoint on the official 10k test set (--ckpt_path best|last|FILE|RUN_DIR)",
-    "predict": "class probabilities of a checkpoint on the test images",
+    "predict": "class probabilities on the test images, or your own with --data.predict_path FILE_OR_DIR",
 }
 
 
@@ -135,6 +136,10 @@ class FashionMNISTCLI(LightningCLI):
     def before_test(self) -> None:
         self._check_log_dirs_writable()
 
+    def before_predict(self) -> None:
+        if self.datamodule.predict_files:  # the user's images: predictions.csv and a summary
+            self.trainer.callbacks.append(PredictionCSV())
+
     def _check_log_dirs_writable(self) -> None:
         for logger in self.trainer.loggers:
             if logger.save_dir is None:
@@ -224,6 +229,12 @@ def publish(args: list[str]) -> int:
     return publish_command(args)
 
 
+def export(args: list[str]) -> int:
+    from fmnist_lightning.export import export_command
+
+    return export_command(args)
+
+
 def cross_validate(args: list[str]) -> int:
     """``cv``: imported when used, since it builds on this module's CLI class."""
     from fmnist_lightning.cv import cv_command
@@ -237,6 +248,7 @@ PROJECT_COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "compare": ("compare runs side by side: reports/comparison.md, .csv, .png", compare_command),
     "cv": ("k-fold cross-validation of a recipe on the study's folds: mean ± std, box plot", cross_validate),
     "publish": ("publish a run's checkpoint into weights/ with a model card", publish),
+    "export": ("export a checkpoint as ONNX or TorchScript (probabilities from [0, 1] pixels)", export),
 }
 
 
@@ -265,11 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] in PROJECT_COMMANDS:
         return PROJECT_COMMANDS[args[0]][1](args[1:])
     try:
-        FashionMNISTCLI(argv)  # None: LightningCLI reads sys.argv itself
+        cli = FashionMNISTCLI(argv)  # None: LightningCLI reads sys.argv itself
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except SIGTERMException:  # Lightning's SystemExit after SaveOnInterrupt saved the run
         print("stopped by SIGTERM; resume with: fit --config ... --ckpt_path last", file=sys.stderr)
         return 128 + signal.SIGTERM
-    return 0
+    return 1 if cli.datamodule.unreadable else 0  # predict skipped images it could not read

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.error import URLError
 
 import lightning as L
@@ -23,6 +23,7 @@ from torchvision.transforms import v2
 
 from fmnist_lightning.augment import build_augmentation
 from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.images import Invert, UnreadableImageError, fashion_mnist_pixels, image_files
 
 CLASS_NAMES: tuple[str, ...] = tuple(FashionMNIST.classes)
 NUM_CLASSES = len(CLASS_NAMES)
@@ -34,6 +35,18 @@ DATA_DIR_HINT = "point --data.data_dir to a folder holding the four Fashion-MNIS
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fmnist_lightning"
+
+
+def normalization(standardize: bool) -> v2.Normalize | None:
+    """The standardisation after scaling to [0, 1] (``--data.standardize``), or None."""
+    return v2.Normalize([MEAN], [STD]) if standardize else None
+
+
+def to_model_input(images: torch.Tensor, normalize: v2.Transform | None) -> torch.Tensor:
+    """uint8 images as the models see them: exactly the study's x / 255.0, then the optional standardisation."""
+    # v2.ToDtype(scale=True) multiplies by 1/255, 1 ulp off for half the values
+    images = images.float().div_(255)
+    return normalize(images) if normalize else images
 
 
 class InMemoryImages(Dataset):
@@ -65,17 +78,39 @@ class InMemoryImages(Dataset):
         targets = F.one_hot(self.labels.index_select(0, index), NUM_CLASSES).float()
         if self.label_smoothing:
             targets = targets * (1 - self.label_smoothing) + self.label_smoothing / NUM_CLASSES
-        # exactly the study's x / 255.0: v2.ToDtype(scale=True) multiplies by 1/255, 1 ulp off for half the values
-        images = images.float().div_(255)
-        return (self.normalize(images) if self.normalize else images), targets
+        return to_model_input(images, self.normalize), targets
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, targets = self.__getitems__([index])
         return images[0], targets[0]
 
 
-def unpack_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Collate for ``InMemoryImages``: its batches arrive already stacked."""
+class ImageBatch(NamedTuple):
+    """A batch of the user's images with the files they came from, which the prediction writer names."""
+
+    images: torch.Tensor
+    files: list[str]
+
+
+class UserImages(Dataset):
+    """The user's images (``--data.predict_path``) converted to Fashion-MNIST's format, batched like
+    ``InMemoryImages``."""
+
+    def __init__(self, images: torch.Tensor, files: list[str], normalize: v2.Transform | None = None) -> None:
+        self.images = images  # N×1×28×28 uint8
+        self.files = files
+        self.normalize = normalize
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitems__(self, indices: Sequence[int]) -> ImageBatch:
+        images = self.images.index_select(0, torch.as_tensor(indices))
+        return ImageBatch(to_model_input(images, self.normalize), [self.files[i] for i in indices])
+
+
+def unpack_batch(batch: Any) -> Any:
+    """Collate for ``InMemoryImages`` and ``UserImages``: their batches arrive already stacked."""
     return batch
 
 
@@ -110,6 +145,12 @@ class FashionMNISTDataModule(L.LightningDataModule):
         label_smoothing: Keras-style smoothing of the one-hot training targets (validation and test stay one-hot).
         cache_dir: Where ``.gz`` files are decompressed for torchvision; ``data_dir`` itself is never written
             unless a download is needed. Defaults to ``$XDG_CACHE_HOME/fmnist_lightning``.
+        predict_path: An image file or a folder of PNG, JPEG, BMP and WebP images that ``predict`` classifies
+            instead of the test set, without needing the Fashion-MNIST files; each image is converted to
+            Fashion-MNIST's format (``fmnist_lightning.images``). Files that cannot be read are skipped and listed
+            in ``unreadable``.
+        invert: Negate the user's images (Fashion-MNIST is a light object on black): ``auto`` when their border is
+            light, ``true`` or ``false`` for all.
     """
 
     def __init__(
@@ -133,6 +174,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         download: bool = True,
         cache_dir: str | None = None,
+        predict_path: str | None = None,
+        invert: Invert = "auto",
     ) -> None:
         super().__init__()
         if validation == "kfold" and not 0 <= fold < num_folds:
@@ -153,7 +196,10 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.classes = CLASS_NAMES
         self.num_classes = NUM_CLASSES
-        self.normalize = v2.Normalize([MEAN], [STD]) if standardize else None
+        self.normalize = normalization(standardize)
+        # listed now, so a wrong path fails before the run's log folder is made
+        self.predict_files = image_files(predict_path) if predict_path else []
+        self.unreadable: list[tuple[str, str]] = []  # (file, reason) of the user's images that could not be read
         black = -MEAN / STD if standardize else 0.0
         self.augmentation = build_augmentation(crop_padding, hflip, augment, erasing, fill=black)
         self.mixup = (
@@ -200,6 +246,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         return root
 
     def prepare_data(self) -> None:
+        if self.predict_files and self.trainer is not None and self.trainer.predicting:
+            return  # the user's images need no Fashion-MNIST files
         if any(path is None for path in self._find_sources().values()) and self.hparams.download:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             try:
@@ -237,6 +285,9 @@ class FashionMNISTDataModule(L.LightningDataModule):
         return dataset.data, dataset.targets
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "predict" and self.predict_files:
+            self._read_user_images()
+            return
         if hasattr(self, "test_set"):
             return
         hp = self.hparams
@@ -270,6 +321,23 @@ class FashionMNISTDataModule(L.LightningDataModule):
             label_smoothing=hp.label_smoothing,
         )
 
+    def _read_user_images(self) -> None:
+        """Converts the user's images, skipping (and recording) those that cannot be read."""
+        images, files, self.unreadable = [], [], []
+        for path in self.predict_files:
+            try:
+                images.append(fashion_mnist_pixels(path, self.hparams.invert))
+                files.append(str(path))
+            except UnreadableImageError as error:
+                self.unreadable.append((str(path), error.reason))
+        if not images:
+            first, reason = self.unreadable[0]
+            raise UserInputError(
+                f"--data.predict_path {self.hparams.predict_path}: none of its {len(self.unreadable)} image files "
+                f"could be read ({first}: {reason})"
+            )
+        self.predict_set = UserImages(torch.stack(images), files, self.normalize)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augments training batches where they are (on the GPU when training there), one draw per image; mixup and
         cutmix then mix the batch with its reverse (timm: one draw per batch) and mix the targets alike."""
@@ -283,7 +351,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
             images, targets = self.mixup(images, targets.argmax(dim=1))
         return images, targets
 
-    def _loader(self, dataset: InMemoryImages, batch_size: int, train: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool = False) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
@@ -306,6 +374,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         return self._loader(self.test_set, self.hparams.eval_batch_size)
 
     def predict_dataloader(self) -> DataLoader:
+        if self.predict_files:
+            return self._loader(self.predict_set, self.hparams.eval_batch_size)
         return self.test_dataloader()
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fmnist_lightning import runs
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.models.base import FashionMNISTClassifier
 
@@ -227,7 +228,11 @@ def save_converted_checkpoint(model: FashionMNISTClassifier, path: Path, source:
         "pytorch-lightning_version": lightning.__version__,
         "state_dict": model.state_dict(),
         "hparams_name": "kwargs",
-        "hyper_parameters": {"_class_path": f"fmnist_lightning.models.{model_class.__name__}", **model.hparams},
+        "hyper_parameters": {  # as LightningCLI records them, so that fmnist_lightning.load builds the class
+            "_class_path": f"fmnist_lightning.models.{model_class.__name__}",
+            "_instantiator": runs.INSTANTIATOR,
+            **model.hparams,
+        },
         "converted_from_keras": str(source),
     }
     path.parent.mkdir(parents=True, exist_ok=True)

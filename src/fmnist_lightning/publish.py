@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -25,7 +24,8 @@ import yaml
 from fmnist_lightning import runs
 from fmnist_lightning.data import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.models import FashionMNISTClassifier, count_params
+from fmnist_lightning.models import count_params
+from fmnist_lightning.predictions import load
 
 WEIGHTS_DIR = Path("weights")
 KEPT = (
@@ -38,7 +38,6 @@ KEPT = (
     "datamodule_hparams_name",
     "datamodule_hyper_parameters",
 )
-INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"  # lets load_from_checkpoint build the recorded class
 
 
 def sha256(path: Path) -> str:
@@ -57,18 +56,6 @@ def read_card(path: Path) -> dict[str, Any]:
     return yaml.safe_load(text.split("---\n", 2)[1])
 
 
-def load_published(path: Path) -> FashionMNISTClassifier:
-    """The model of a published (or any project) checkpoint, in eval mode on the CPU."""
-    class_path = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]["_class_path"]
-    module, name = class_path.rsplit(".", 1)
-    model_class = getattr(importlib.import_module(module), name)
-    if not (isinstance(model_class, type) and issubclass(model_class, FashionMNISTClassifier)):
-        raise UserInputError(f"{path} names {class_path}, which is not one of this project's models")
-    # on the recorded class, not the base: Lightning builds the class the checkpoint names only through a class
-    # whose __init__ takes **kwargs
-    return model_class.load_from_checkpoint(path, map_location="cpu").eval()
-
-
 def measure_test_accuracy(path: Path, data_dir: Path) -> float:
     """Accuracy of a checkpoint on the official 10k test set, with the preprocessing it was trained with."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
@@ -81,7 +68,7 @@ def measure_test_accuracy(path: Path, data_dir: Path) -> float:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    (results,) = trainer.test(load_published(path), datamodule=data, verbose=False)
+    (results,) = trainer.test(load(path), datamodule=data, verbose=False)
     return results["test/acc"]
 
 
@@ -94,7 +81,7 @@ def write_slim_checkpoint(source: Path, target: Path) -> dict[str, Any]:
     if "state_dict" not in checkpoint or "_class_path" not in checkpoint.get("hyper_parameters", {}):
         raise UserInputError(f"{source} is not a checkpoint of this project's models (no model class recorded)")
     slim = {key: checkpoint[key] for key in KEPT if key in checkpoint}
-    slim["hyper_parameters"] = {**slim["hyper_parameters"], "_instantiator": INSTANTIATOR}
+    slim["hyper_parameters"] = {**slim["hyper_parameters"], "_instantiator": runs.INSTANTIATOR}
     partial = target.with_name(f".{target.name}.partial")
     torch.save(slim, partial)
     partial.replace(target)
@@ -190,7 +177,7 @@ def publish(options: argparse.Namespace) -> dict[str, Any]:
 def make_card(
     options: argparse.Namespace, target: Path, slim: dict[str, Any], metrics: dict[str, Any], config: dict[str, Any]
 ) -> dict[str, Any]:
-    model = load_published(target)
+    model = load(target)
     checkpoint_name = options.checkpoint.stem
     fit = f"python -m fmnist_lightning fit --config {options.config} --seed_everything {config['seed_everything']}"
     card = {

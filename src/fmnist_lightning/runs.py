@@ -26,6 +26,7 @@ from fmnist_lightning import models
 from fmnist_lightning.errors import UserInputError
 
 KEYWORDS = ("best", "last")
+INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"  # lets load_from_checkpoint build the recorded class
 VERSION = re.compile(r"version_(\d+)")
 
 

@@ -1,7 +1,10 @@
-"""Training logic shared by every architecture: loss, metrics, logging and optimisers."""
+"""Training logic shared by every architecture: loss, metrics, logging and optimisers; prediction on images."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -9,18 +12,44 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
 from torch import nn
 from torch.optim.lr_scheduler import LinearLR, OneCycleLR, ReduceLROnPlateau, SequentialLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES
+from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES, FashionMNISTDataModule, normalization, to_model_input
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.figures import confusion_matrix_figure, confusion_matrix_markdown, per_class_table, sample_grid
+from fmnist_lightning.images import ImageSource, Invert, fashion_mnist_pixels
 from fmnist_lightning.models.keras_layers import ContiguousBatchNorm2d
 
 STAGES = ("train", "val", "test")
 SAMPLES_PER_GRID = 32
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """An image's most probable class and its probability, and the three most probable classes."""
+
+    class_index: int
+    class_name: str
+    probability: float
+    top3: tuple[tuple[str, float], ...]
+
+    def top3_text(self) -> str:
+        """E.g. ``Shirt 0.61; T-shirt/top 0.22; Pullover 0.09``."""
+        return "; ".join(f"{name} {probability:.2f}" for name, probability in self.top3)
+
+
+def rank_classes(probabilities: torch.Tensor) -> list[Prediction]:
+    """One ``Prediction`` per row of an N×10 tensor of class probabilities."""
+    top = probabilities.detach().cpu().topk(3, dim=1)
+    predictions = []
+    for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        top3 = tuple((CLASS_NAMES[index], value) for index, value in zip(indices, values, strict=True))
+        predictions.append(Prediction(indices[0], CLASS_NAMES[indices[0]], values[0], top3))
+    return predictions
 
 
 def count_params(module: nn.Module) -> int:
@@ -84,6 +113,8 @@ class FashionMNISTClassifier(L.LightningModule):
         self.val_confmat = MulticlassConfusionMatrix(NUM_CLASSES)
         self.test_confmat = MulticlassConfusionMatrix(NUM_CLASSES)
         self.confusion_matrices: dict[str, torch.Tensor] = {}
+        # whether the inputs were standardised in training (--data.standardize), for predict_images
+        self.standardized_inputs = False
 
     def setup(self, stage: str) -> None:
         if self.hparams.channels_last:  # idempotent: setup runs again for every Trainer stage
@@ -160,6 +191,35 @@ class FashionMNISTClassifier(L.LightningModule):
         """Class probabilities (the Keras model's softmax output)."""
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self._evaluate(images, "predict").softmax(dim=1)
+
+    def on_fit_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        if isinstance(datamodule, FashionMNISTDataModule):
+            self.standardized_inputs = datamodule.hparams.standardize
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.standardized_inputs = bool((checkpoint.get("datamodule_hyper_parameters") or {}).get("standardize"))
+
+    def predict_images(self, images: Sequence[ImageSource] | ImageSource, invert: Invert = "auto") -> list[Prediction]:
+        """Classes of image files or PIL images, converted as ``predict --data.predict_path`` converts them
+        (``fmnist_lightning.images``) and normalised as this model was trained; in eval mode whatever its mode.
+
+        Raises ``UnreadableImageError`` (a ``UserInputError``) naming the first image that cannot be read.
+        """
+        if isinstance(images, (str, Path, Image.Image)):
+            images = [images]
+        if not images:
+            return []
+        pixels = torch.stack([fashion_mnist_pixels(image, invert) for image in images])
+        batch = to_model_input(pixels, normalization(self.standardized_inputs)).to(self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                probabilities = self.predict_step(batch, 0)
+        finally:
+            self.train(was_training)
+        return rank_classes(probabilities)
 
     def _finish_confusion_matrix(self, stage: str) -> None:
         """Logs the epoch's confusion matrix as an image (counts and row-normalised) and as text, with per-class
