@@ -1,13 +1,15 @@
-"""A mistyped or impossible config is a short error naming the problem, before anything is written."""
+"""A mistyped or impossible config, or damaged data, is a short error naming the problem, before anything is written."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fmnist_lightning.cli import main
-from support import REPO, error_line
+from support import REPO, error_line, idx_bytes
 
 
 def fit(tiny_data: Path, logs: Path, *args: str) -> list[str]:
@@ -46,3 +48,11 @@ def test_an_unwritable_log_folder_is_a_one_line_error(tiny_data, tmp_path, capsy
     line = error_line(capsys.readouterr().err)
     assert line.startswith(f"error: --trainer.logger.init_args.save_dir {logs}: cannot write there (Not a directory)")
     assert blocker.read_text() == "a file where the log folder's parent should be"
+
+
+def test_damaged_data_fails_before_the_run_folder_is_made(tiny_data, tmp_path, capsys):
+    (tiny_data / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.full(40, 12, dtype=np.uint8))))
+    logs = tmp_path / "logs"
+    assert main(fit(tiny_data, logs)) == 2
+    assert "t10k-labels holds 40 labels outside 0–9" in error_line(capsys.readouterr().err)
+    assert not list(logs.rglob("version_*"))

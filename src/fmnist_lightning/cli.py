@@ -132,9 +132,17 @@ class FashionMNISTCLI(LightningCLI):
         except ValueError as error:
             raise UserInputError(f"--model.init_args.optimizer: {error}") from None
         self._check_log_dirs_writable()
+        self._read_data("fit")
 
     def before_test(self) -> None:
         self._check_log_dirs_writable()
+        self._read_data("test")
+
+    def _read_data(self, stage: str) -> None:
+        """Reads the data before Lightning makes the run's log folder, so that a damaged file fails without leaving
+        an empty run behind; Lightning's own prepare_data and setup then find it done."""
+        self.datamodule.prepare_data()
+        self.datamodule.setup(stage)
 
     def before_predict(self) -> None:
         if self.datamodule.predict_files:  # the user's images: predictions.csv and a summary
