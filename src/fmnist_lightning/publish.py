@@ -24,7 +24,7 @@ import yaml
 from fmnist_lightning import runs
 from fmnist_lightning.data import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.models import count_params
+from fmnist_lightning.models import FashionMNISTClassifier, count_params
 from fmnist_lightning.predictions import load
 
 WEIGHTS_DIR = Path("weights")
@@ -58,9 +58,12 @@ def read_card(path: Path) -> dict[str, Any]:
 
 def measure_test_accuracy(path: Path, data_dir: Path) -> float:
     """Accuracy of a checkpoint on the official 10k test set, with the preprocessing it was trained with."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    standardize = checkpoint.get("datamodule_hyper_parameters", {}).get("standardize", False)
-    data = FashionMNISTDataModule(str(data_dir), standardize=standardize, download=False)
+    return accuracy_on_test_set(load(path), data_dir)
+
+
+def accuracy_on_test_set(model: FashionMNISTClassifier, data_dir: Path) -> float:
+    """A loaded checkpoint's accuracy on the official 10k test set, standardised as it was trained."""
+    data = FashionMNISTDataModule(str(data_dir), standardize=model.standardized_inputs, download=False)
     trainer = L.Trainer(
         accelerator="cpu",
         logger=False,
@@ -68,7 +71,7 @@ def measure_test_accuracy(path: Path, data_dir: Path) -> float:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    (results,) = trainer.test(load(path), datamodule=data, verbose=False)
+    (results,) = trainer.test(model, datamodule=data, verbose=False)
     return results["test/acc"]
 
 
@@ -186,7 +189,7 @@ def make_card(
         "parameters": count_params(model),
         "config": options.config,
         "checkpoint": checkpoint_name,
-        "test_accuracy": round(measure_test_accuracy(target, options.data_dir), 6),
+        "test_accuracy": round(accuracy_on_test_set(model, options.data_dir), 6),
         "seed": config["seed_everything"],
         "epochs": metrics["epochs"],
         "global_step": slim["global_step"],

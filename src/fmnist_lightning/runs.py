@@ -75,7 +75,8 @@ def read_checkpoint(checkpoint: Path, command: str, config_class_path: str) -> d
         )
     class_path = (saved.get("hyper_parameters") or {}).get("_class_path", "")
     module, _, name = class_path.rpartition(".")
-    if module != models.__name__ or not hasattr(models, name):
+    model_class = getattr(models, name, None) if module == models.__name__ else None
+    if not (isinstance(model_class, type) and issubclass(model_class, models.FashionMNISTClassifier)):
         raise UserInputError(
             f"{where}: a checkpoint of {class_path or 'an unnamed model'}, not of this project's models"
         )
