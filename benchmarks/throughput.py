@@ -49,7 +49,7 @@ def steady(images_per_s: list[float]) -> float:
 
 # -- the three ways, each run in its own process ---------------------------------------------------------------------
 def run_fit(config: Path, options: argparse.Namespace) -> dict[str, Any]:
-    batches = -(-options.images // batch_size(config))
+    batches = -(-options.images // (batch_size(config) * steps_per_execution(config)))  # Lightning's batches
     with tempfile.TemporaryDirectory() as logs:
         command = [
             sys.executable, "-m", "fmnist_lightning", "fit", "--config", str(config), *torch_args(options),
@@ -144,6 +144,13 @@ def batch_size(config: Path) -> int:
     import yaml
 
     return yaml.safe_load(config.read_text())["data"]["batch_size"]
+
+
+def steps_per_execution(config: Path) -> int:
+    """Optimizer steps per Lightning training step (the model's ``steps_per_execution``)."""
+    import yaml
+
+    return yaml.safe_load(config.read_text())["model"]["init_args"].get("steps_per_execution", 1)
 
 
 def torch_args(options: argparse.Namespace) -> list[str]:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import lightning as L
 
+from fmnist_lightning.data import training_batches
 from support import sample_ids
 
 
@@ -15,6 +16,7 @@ class RecordSampleIds(L.Callback):
         self.folder = Path(folder)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        pixels = (batch[0].detach().cpu() * 255).round().byte()  # lenet.yaml's inputs are x / 255
-        with open(self.folder / f"rank{trainer.global_rank}.txt", "a") as out:
-            out.writelines(f"{sample_id}\n" for sample_id in sample_ids(pixels.numpy()))
+        for images, _ in training_batches(batch):
+            pixels = (images.detach().cpu() * 255).round().byte()  # lenet.yaml's inputs are x / 255
+            with open(self.folder / f"rank{trainer.global_rank}.txt", "a") as out:
+                out.writelines(f"{sample_id}\n" for sample_id in sample_ids(pixels.numpy()))

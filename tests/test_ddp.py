@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from support import REPO, write_dataset
@@ -35,12 +36,15 @@ def ddp(tmp_path_factory: pytest.TempPathFactory) -> dict:
         patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")])))
         fit = ["fit", *common, *two_processes, "--trainer.max_epochs", "1", f"--trainer.callbacks+={record}"]
         ok(cli(*fit, cwd=folder))
+    one_step = tmp_path_factory.mktemp("ddp_one_step")  # lenet.yaml takes 8 steps per training step
+    ok(cli(*fit[:-1], "--model.init_args.steps_per_execution", "1", cwd=one_step))
     run = folder / "tensorboard_logs" / "LeNet5" / "version_0"
     results = {}
     for name, processes in (("ddp", two_processes), ("single", [])):
         ok(cli("test", *common, *processes, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), cwd=folder))
         results[name] = json.loads((run / "metrics.json").read_text())["test_acc"]
-    return {"folder": folder, "run": run, "test_acc": results}
+    one_step_run = one_step / "tensorboard_logs" / "LeNet5" / "version_0"
+    return {"folder": folder, "run": run, "test_acc": results, "one_step_run": one_step_run}
 
 
 def test_each_rank_trains_on_its_own_half(ddp):
@@ -67,3 +71,15 @@ def test_the_test_confusion_matrix_counts_every_rank(ddp):
     for record in events.Tensors("test/confusion_matrix/text_summary"):
         table = record.tensor_proto.string_val[0].decode()
         assert sum(int(cell) for line in table.splitlines()[2:] for cell in line.split("|")[2:-1]) == TEST_IMAGES
+
+
+def test_several_steps_per_training_step_sync_every_step_across_ranks(ddp):
+    """lenet.yaml's steps_per_execution (each rank's 3 batches in one training step) trains the weights of one step
+    per training step: the gradients are averaged across the ranks at every step, not once."""
+    weights = [
+        torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        for run in (ddp["run"], ddp["one_step_run"])
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    for name, weight in weights[0].items():
+        assert torch.equal(weights[1][name], weight), name

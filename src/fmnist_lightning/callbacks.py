@@ -35,6 +35,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from fmnist_lightning.data import training_batches
 from fmnist_lightning.figures import CURVES, save_learning_curves
 from fmnist_lightning.models.base import FashionMNISTClassifier, count_params, tensorboard_logger
 
@@ -214,14 +215,14 @@ class RunMetrics(L.Callback):
             return
         self.metrics["time_to_first_batch_s"] = time.perf_counter() - self._fit_start
         if self.activation_memory and isinstance(pl_module, FashionMNISTClassifier):
-            images, targets = batch
+            images, targets = training_batches(batch)[0]
             self.metrics["activation_peak_mb"] = activation_peak_mb(pl_module.net, images, targets)
             self._epoch_start = self._last_batch_end = time.perf_counter()  # the profiling is not training time
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._epoch_images += len(batch[0])
+        self._epoch_images += sum(len(images) for images, _ in training_batches(batch))
         self._last_batch_end = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

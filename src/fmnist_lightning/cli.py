@@ -11,7 +11,14 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ProgressBar,
+    TQDMProgressBar,
+    WeightAveraging,
+)
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -131,6 +138,12 @@ class FashionMNISTCLI(LightningCLI):
             self.model.optimizer(self.model.parameters())
         except ValueError as error:
             raise UserInputError(f"--model.init_args.optimizer: {error}") from None
+        averaging = [type(c).__name__ for c in self.trainer.callbacks if isinstance(c, WeightAveraging)]
+        if averaging and not self.model.automatic_optimization:
+            raise UserInputError(
+                f"{averaging[0]} averages once per training step, and --model.init_args.steps_per_execution "
+                f"{self.model.hparams.steps_per_execution} makes that several optimizer steps; set it to 1"
+            )
         self._check_log_dirs_writable()
         self._read_data("fit")
 

@@ -109,6 +109,12 @@ class UserImages(Dataset):
         return ImageBatch(to_model_input(images, self.normalize), [self.files[i] for i in indices])
 
 
+def training_batches(batch: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (images, targets) batches of one Lightning training step: a list of them when the model takes
+    ``steps_per_execution`` > 1 optimizer steps per training step, else the one batch."""
+    return batch if isinstance(batch, list) else [batch]
+
+
 def unpack_batch(batch: Any) -> Any:
     """Collate for ``InMemoryImages`` and ``UserImages``: their batches arrive already stacked."""
     return batch
@@ -340,24 +346,40 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augments training batches where they are (on the GPU when training there), one draw per image; mixup and
-        cutmix then mix the batch with its reverse (timm: one draw per batch) and mix the targets alike."""
+        cutmix then mix the batch with its reverse (timm: one draw per batch) and mix the targets alike.
+
+        For a model with ``steps_per_execution`` K > 1 the loader delivers K batches as one and this splits them
+        into a list of ``batch_size`` batches, augmented one after another: the batches of K = 1."""
         # a bare tensor is the model's example input on its way to the TensorBoard graph, not a training batch
         if not self.trainer or not self.trainer.training or not isinstance(batch, (tuple, list)):
             return batch
+        if self._steps_per_execution() == 1:
+            return self._augment(*batch)
         images, targets = batch
+        size = self.hparams.batch_size
+        batches = zip(images.split(size), targets.split(size), strict=True)
+        # the last, short batch of an epoch is dropped with mixup, as the DataLoader drops it with K = 1
+        return [self._augment(*pair) for pair in batches if self.mixup is None or len(pair[0]) == size]
+
+    def _steps_per_execution(self) -> int:
+        model = self.trainer.lightning_module if self.trainer else None
+        return getattr(model, "hparams", {}).get("steps_per_execution", 1)
+
+    def _augment(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.augmentation is not None:
             images = self.augmentation(images)
         if self.mixup is not None:  # timm takes class indices and smooths them itself
             images, targets = self.mixup(images, targets.argmax(dim=1))
         return images, targets
 
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool = False, batches_per_item: int = 1) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
-            batch_size=batch_size,
+            batch_size=batch_size * batches_per_item,  # one shuffle either way: the same batches
             shuffle=train,
-            drop_last=train and self.mixup is not None,  # timm's mixup pairs each image with another: an even batch
+            # timm's mixup pairs each image with another: an even batch (on_after_batch_transfer drops a short one)
+            drop_last=train and self.mixup is not None and batches_per_item == 1,
             collate_fn=unpack_batch,
             num_workers=workers,
             persistent_workers=workers > 0,
@@ -365,7 +387,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, train=True)
+        return self._loader(self.train_set, self.hparams.batch_size, True, self._steps_per_execution())
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.hparams.eval_batch_size)
