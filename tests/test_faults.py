@@ -87,9 +87,13 @@ def foreign(path: Path) -> Path:
     ("command", "make", "message"),
     [
         ("fit", truncated, "not a readable checkpoint, truncated or not a torch file"),
-        ("test", truncated, "not a readable checkpoint, truncated or not a torch file"),
+        ("test", truncated, "(RuntimeError); copy it again, or pass the run's other checkpoint (best or last)"),
         ("test", foreign, "not a Lightning checkpoint"),
-        ("test", lambda p: lightning_checkpoint(p, "other_project.Net"), "of other_project.Net, not of this project"),
+        (
+            "test",
+            lambda p: lightning_checkpoint(p, "other_project.Net"),
+            "of other_project.Net, not of this project's models; pass one written by fit, publish or convert-keras",
+        ),
         ("fit", lambda p: lightning_checkpoint(p, "fmnist_lightning.models.LeNet5", False), "holds weights only"),
         (
             "fit",

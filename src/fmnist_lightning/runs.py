@@ -67,7 +67,8 @@ def read_checkpoint(checkpoint: Path, command: str, config_class_path: str) -> d
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:
         raise UserInputError(
-            f"{where}: not a readable checkpoint, truncated or not a torch file ({type(error).__name__})"
+            f"{where}: not a readable checkpoint, truncated or not a torch file ({type(error).__name__}); copy it "
+            "again, or pass the run's other checkpoint (best or last)"
         ) from None
     if not isinstance(saved, dict) or not {"state_dict", "pytorch-lightning_version"} <= saved.keys():
         raise UserInputError(
@@ -78,7 +79,8 @@ def read_checkpoint(checkpoint: Path, command: str, config_class_path: str) -> d
     model_class = getattr(models, name, None) if module == models.__name__ else None
     if not (isinstance(model_class, type) and issubclass(model_class, models.FashionMNISTClassifier)):
         raise UserInputError(
-            f"{where}: a checkpoint of {class_path or 'an unnamed model'}, not of this project's models"
+            f"{where}: a checkpoint of {class_path or 'an unnamed model'}, not of this project's models; pass one "
+            "written by fit, publish or convert-keras"
         )
     if command == "fit":
         if "optimizer_states" not in saved:
