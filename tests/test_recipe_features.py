@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from fmnist_lightning import UserInputError
 from fmnist_lightning.augment import RandomCrop, RandomErasing, RandomHorizontalFlip
 from fmnist_lightning.cli import FashionMNISTCLI
-from fmnist_lightning.models import LeNet5
+from fmnist_lightning.models import FastCNN, LeNet5
 from support import REPO
 
 
@@ -61,6 +61,7 @@ def test_random_erasing_blanks_one_rectangle_in_some_images_on_the_batch_device(
 def make_cli(tiny_data, tmp_path, *args: str) -> FashionMNISTCLI:
     base = ["--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data)]
     base += ["--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), "--trainer.max_epochs", "1"]
+    base += ["--model.init_args.steps_per_execution", "1"]  # weight averaging acts once per training step
     return FashionMNISTCLI([*base, *args], run=False)
 
 
@@ -159,6 +160,29 @@ def test_ema_warmup_lets_the_average_follow_the_weights_early(tiny_data, tmp_pat
         return sum(float((averaged[key] - state[key]).square().sum()) for key in weights)
 
     assert (distance(trained) < distance(initial)) is follows_training
+
+
+def test_ema_batch_norm_statistics_are_those_of_the_averaged_weights(tiny_data, tmp_path):
+    """With ``bn_batches`` the averaged network's batch norm is recomputed on training batches before validation:
+    the checkpoint's first running mean is the mean of that layer's inputs under the averaged weights."""
+    ema = '{"class_path": "fmnist_lightning.callbacks.EMAWithWarmup", "init_args": {"bn_batches": 100}}'
+    cli = make_cli(
+        tiny_data, tmp_path, "--config", str(REPO / "configs/fast.yaml"), "--data.data_dir", str(tiny_data),
+        "--data.validation", "test", "--data.batch_size", "8", "--trainer.max_epochs", "2",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), f"--trainer.callbacks+={ema}",
+    )  # fmt: skip
+    cli.trainer.fit(cli.model, cli.datamodule)
+    (last,) = (tmp_path / "logs").rglob("last.ckpt")
+    checkpoint = torch.load(last, weights_only=False)
+    averaged = checkpoint["state_dict"]
+    model = FastCNN()
+    model.load_state_dict(averaged)
+    images, _ = cli.datamodule.train_set.__getitems__(range(len(cli.datamodule.train_set)))  # 15 batches of 8
+    with torch.no_grad():
+        inputs = model.net[:2](images)  # what the first batch norm sees: conv, then max-pool
+    torch.testing.assert_close(averaged["net.2.running_mean"], inputs.mean(dim=(0, 2, 3)))
+    live = checkpoint["current_model_state"]["net.2.running_mean"]  # the trained weights' own, which differ
+    assert not torch.allclose(averaged["net.2.running_mean"], live)
 
 
 def test_ema_decay_warms_up_to_its_ceiling():

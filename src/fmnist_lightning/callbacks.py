@@ -20,6 +20,7 @@ the machine did too. These are the defined measures instead (all on rank 0 under
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import statistics
@@ -127,15 +128,22 @@ def ema_decay(updates: int, decay: float) -> float:
 
 
 class EMAWithWarmup(EMAWeightAveraging):
-    """Lightning's weight EMA with timm's decay warm-up.
+    """Lightning's weight EMA with timm's decay warm-up, and batch-norm statistics that fit the averaged weights.
 
     A fixed decay of 0.999 still gives the random initial weights 65 % of the average after 430 steps (one epoch of
     EfficientNet at batch 128), so the first epochs validate and checkpoint a near-random network; with the
     warm-up the average follows the weights early and settles to ``decay`` over the run. Lightning's callback has
     no warm-up and timm's ``ModelEmaV3`` is not a callback: this passes the warm-up as the averaging function.
+
+    The average of the batch-norm running statistics is not the statistics of the averaged weights: while the
+    weights still move fast the two part, and SeedEfficientNet's average validated at chance for 4 epochs of a run
+    whose weights trained at 87 % (its averaged checkpoint: 89.7 % with batch statistics, 9.7 % with its running
+    ones). With ``bn_batches`` the averaged network's statistics are computed afresh on that many training batches
+    (torch's ``swa_utils.update_bn``; Lightning leaves this to the user) before it is validated, and so before
+    the checkpoints that follow a validation and the copy at the end of fit.
     """
 
-    def __init__(self, decay: float = 0.999, **kwargs: Any) -> None:
+    def __init__(self, decay: float = 0.999, bn_batches: int = 0, **kwargs: Any) -> None:
         @torch.no_grad()
         def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
             weight = 1 - ema_decay(int(updates), decay)
@@ -149,6 +157,14 @@ class EMAWithWarmup(EMAWeightAveraging):
         # the parent hands its fixed-decay avg_fn to torch's AveragedModel through _kwargs; swap in the warm-up (a
         # test fails if Lightning renames this)
         self._kwargs.update(avg_fn=None, multi_avg_fn=update)
+        self.bn_batches = bn_batches
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.bn_batches and self._average_model is not None and trainer.datamodule is not None:
+            batches = itertools.islice(trainer.datamodule.train_dataloader(), self.bn_batches)
+            images = (trainer.strategy.batch_to_device(batch)[0] for batch in batches)
+            torch.optim.swa_utils.update_bn(images, self._average_model.module)
+        super().on_validation_epoch_start(trainer, pl_module)
 
 
 class RunMetrics(L.Callback):

@@ -17,7 +17,6 @@ from lightning.pytorch.callbacks import (
     ModelCheckpoint,
     ProgressBar,
     TQDMProgressBar,
-    WeightAveraging,
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -138,12 +137,8 @@ class FashionMNISTCLI(LightningCLI):
             self.model.optimizer(self.model.parameters())
         except ValueError as error:
             raise UserInputError(f"--model.init_args.optimizer: {error}") from None
-        averaging = [type(c).__name__ for c in self.trainer.callbacks if isinstance(c, WeightAveraging)]
-        if averaging and not self.model.automatic_optimization:
-            raise UserInputError(
-                f"{averaging[0]} averages once per training step, and --model.init_args.steps_per_execution "
-                f"{self.model.hparams.steps_per_execution} makes that several optimizer steps; set it to 1"
-            )
+        if isinstance(self.model, FashionMNISTClassifier):  # here too, before the run folder exists
+            self.model.check_callbacks(self.trainer.callbacks)
         self._check_log_dirs_writable()
         self._read_data("fit")
 

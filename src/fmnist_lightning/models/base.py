@@ -10,6 +10,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
@@ -248,7 +249,17 @@ class FashionMNISTClassifier(L.LightningModule):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self._evaluate(images, "predict").softmax(dim=1)
 
+    def check_callbacks(self, callbacks: Sequence[L.Callback]) -> None:
+        """Refuses weight averaging with ``steps_per_execution`` > 1: it would average once per K optimizer steps."""
+        averaging = [type(c).__name__ for c in callbacks if isinstance(c, WeightAveraging)]
+        if averaging and not self.automatic_optimization:
+            raise UserInputError(
+                f"{averaging[0]} averages once per training step, and --model.init_args.steps_per_execution "
+                f"{self.hparams.steps_per_execution} makes that several optimizer steps; set it to 1"
+            )
+
     def on_fit_start(self) -> None:
+        self.check_callbacks(self.trainer.callbacks)
         datamodule = self.trainer.datamodule
         if isinstance(datamodule, FashionMNISTDataModule):
             self.standardized_inputs = datamodule.hparams.standardize
