@@ -192,11 +192,7 @@ class FashionMNISTClassifier(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         """One optimizer step, or with ``steps_per_execution`` > 1 one on each batch of the list ``batch``."""
-        if self.automatic_optimization:
-            loss, accuracy = self._step(batch, "train")
-        else:
-            loss = self._manual_steps(batch)
-            accuracy = self._last_accuracy
+        loss, accuracy = self._step(batch, "train") if self.automatic_optimization else self._manual_steps(batch)
         # per step only on the steps the logger writes (each self.log moves its value to the device: ~2 ms); the
         # logger's own rule, which Lightning keeps private
         if loss is not None and self.trainer._logger_connector.should_update_logs:
@@ -206,19 +202,20 @@ class FashionMNISTClassifier(L.LightningModule):
             self._log_epoch("train", suffix="_epoch")
         return loss
 
-    def _manual_steps(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor | None:
-        """An optimizer step on each batch, as Lightning's automatic optimization would take it; the last loss."""
+    def _manual_steps(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[Any, Any]:
+        """An optimizer step on each batch, as Lightning's automatic optimization would take it; the last batch's
+        loss and accuracy (None, None without a step)."""
         optimizer = self.optimizers()
-        loss = None
+        loss = accuracy = None
         for batch in batches:
             if 0 <= self.trainer.max_steps <= self.global_step:
                 break
-            loss, self._last_accuracy = self._step(batch, "train")
+            loss, accuracy = self._step(batch, "train")
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             optimizer.step()
             self._step_schedulers("step")
-        return loss
+        return loss, accuracy
 
     def _step_schedulers(self, interval: str) -> None:
         """What Lightning's automatic optimization does with the schedulers, which manual optimization leaves to us:
@@ -366,7 +363,6 @@ class FashionMNISTClassifier(L.LightningModule):
                     ) from None
                 scheduler = self.lr_scheduler(optimizer, total_steps=self.trainer.estimated_stepping_batches)
                 interval = "step"
-
         if warmup:
             if isinstance(scheduler, (OneCycleLR, ReduceLROnPlateau)):
                 raise UserInputError(
