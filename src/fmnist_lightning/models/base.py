@@ -226,7 +226,10 @@ class FashionMNISTClassifier(L.LightningModule):
             if isinstance(config.scheduler, ReduceLROnPlateau):
                 monitor = self.hparams.scheduler_monitor
                 if monitor not in self.trainer.callback_metrics:
-                    raise UserInputError(f"ReduceLROnPlateau watches {monitor}, which was not logged this epoch")
+                    raise UserInputError(
+                        f"ReduceLROnPlateau watches {monitor}, which was not logged this epoch; set "
+                        "--model.init_args.scheduler_monitor to a logged metric, e.g. val/loss"
+                    )
                 config.scheduler.step(self.trainer.callback_metrics[monitor])
             else:
                 config.scheduler.step()
