@@ -164,16 +164,22 @@ def test_ema_warmup_lets_the_average_follow_the_weights_early(tiny_data, tmp_pat
 
 def test_ema_batch_norm_statistics_are_those_of_the_averaged_weights(tiny_data, tmp_path):
     """With ``bn_batches`` the averaged network's batch norm is recomputed on training batches before validation:
-    the checkpoint's first running mean is the mean of that layer's inputs under the averaged weights."""
-    ema = '{"class_path": "fmnist_lightning.callbacks.EMAWithWarmup", "init_args": {"bn_batches": 100}}'
-    cli = make_cli(
-        tiny_data, tmp_path, "--config", str(REPO / "configs/fast.yaml"), "--data.data_dir", str(tiny_data),
-        "--data.validation", "test", "--data.batch_size", "8", "--trainer.max_epochs", "2",
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), f"--trainer.callbacks+={ema}",
-    )  # fmt: skip
-    cli.trainer.fit(cli.model, cli.datamodule)
-    (last,) = (tmp_path / "logs").rglob("last.ckpt")
-    checkpoint = torch.load(last, weights_only=False)
+    the checkpoint's first running mean is the mean of that layer's inputs under the averaged weights, and the
+    trained weights are those of the same run without it."""
+
+    def fit_with_ema(bn_batches: int) -> tuple[dict, FashionMNISTCLI]:
+        ema = f'{{"class_path": "fmnist_lightning.callbacks.EMAWithWarmup", "init_args": {{"bn_batches": {bn_batches}}}}}'
+        logs = tmp_path / f"logs_{bn_batches}"
+        cli = make_cli(
+            tiny_data, tmp_path, "--config", str(REPO / "configs/fast.yaml"), "--data.data_dir", str(tiny_data),
+            "--data.validation", "test", "--data.batch_size", "8", "--trainer.max_epochs", "2",
+            "--data.hflip", "true", "--trainer.logger.init_args.save_dir", str(logs), f"--trainer.callbacks+={ema}",
+        )  # fmt: skip
+        cli.trainer.fit(cli.model, cli.datamodule)
+        (last,) = logs.rglob("last.ckpt")
+        return torch.load(last, weights_only=False), cli
+
+    checkpoint, cli = fit_with_ema(bn_batches=100)
     averaged = checkpoint["state_dict"]
     model = FastCNN()
     model.load_state_dict(averaged)
@@ -183,6 +189,10 @@ def test_ema_batch_norm_statistics_are_those_of_the_averaged_weights(tiny_data, 
     torch.testing.assert_close(averaged["net.2.running_mean"], inputs.mean(dim=(0, 2, 3)))
     live = checkpoint["current_model_state"]["net.2.running_mean"]  # the trained weights' own, which differ
     assert not torch.allclose(averaged["net.2.running_mean"], live)
+
+    without, _ = fit_with_ema(bn_batches=0)  # the recomputation's shuffle draws left the training draws alone
+    for key, value in without["current_model_state"].items():
+        assert torch.equal(checkpoint["current_model_state"][key], value), key
 
 
 def test_ema_decay_warms_up_to_its_ceiling():

@@ -161,9 +161,12 @@ class EMAWithWarmup(EMAWeightAveraging):
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.bn_batches and self._average_model is not None and trainer.datamodule is not None:
-            batches = itertools.islice(trainer.datamodule.train_dataloader(), self.bn_batches)
-            images = (trainer.strategy.batch_to_device(batch)[0] for batch in batches)
-            torch.optim.swa_utils.update_bn(images, self._average_model.module)
+            # on forked random state: the loader's shuffle and the network's dropout here leave training's draws as
+            # they were, so bn_batches changes what is validated, never what is trained
+            with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
+                batches = itertools.islice(trainer.datamodule.train_dataloader(), self.bn_batches)
+                images = (trainer.strategy.batch_to_device(batch)[0] for batch in batches)
+                torch.optim.swa_utils.update_bn(images, self._average_model.module)
         super().on_validation_epoch_start(trainer, pl_module)
 
 
