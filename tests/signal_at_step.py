@@ -13,3 +13,15 @@ class SignalAtStep(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signal)
+
+
+class SignalInValidation(L.Callback):
+    """SIGTERM after the first batch of an epoch's validation during fit: the epoch's training is done, its
+    validation is not."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if not trainer.sanity_checking and trainer.current_epoch == self.epoch and trainer.validating:
+            os.kill(os.getpid(), signal.SIGTERM)

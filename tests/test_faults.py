@@ -65,6 +65,36 @@ def test_a_killed_fit_resumes_from_last_and_finishes_its_epochs(tmp_path, signal
     assert metrics["status"] == "finished" and metrics["epochs"] == 3
 
 
+def test_a_fit_stopped_during_validation_validates_that_epoch_when_resumed(tmp_path):
+    """The epoch's training was done, its validation was not: resuming validates it (whole) before going on, so
+    checkpoint choice and the learning curves miss no epoch."""
+    data = tmp_path / "data"
+    write_dataset(data, num_train=400, num_test=40)
+    validation = ["--data.eval_batch_size", "8"]  # 5 validation batches: the signal comes after the first
+    (tmp_path / "uninterrupted").mkdir()
+    uninterrupted = fit(data, tmp_path / "uninterrupted", *validation)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    expected = json.loads(next((tmp_path / "uninterrupted").rglob("metrics.json")).read_text())
+
+    stop = {"class_path": "signal_at_step.SignalInValidation", "init_args": {"epoch": 1}}
+    killed = fit(data, tmp_path, *validation, f"--trainer.callbacks+={json.dumps(stop)}")
+    assert killed.returncode == 143, killed.stderr[-2000:]
+    resumed = fit(data, tmp_path, *validation, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = tmp_path / "tensorboard_logs" / "LeNet5" / "version_0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and len(metrics["val_acc_by_epoch"]) == 3
+    # the first two epochs trained as uninterrupted (the stop came after epoch 1's training): the same validation
+    assert metrics["val_loss_by_epoch"][:2] == expected["val_loss_by_epoch"][:2]
+    # epoch 1's training figures and time went with the stopped process: unknown, not zero, and the lists stay by epoch
+    assert metrics["train_loss_by_epoch"][0] == expected["train_loss_by_epoch"][0]
+    assert metrics["train_loss_by_epoch"][1] is None and len(metrics["train_loss_by_epoch"]) == 3
+    assert metrics["epoch_times_s"][1] is None and metrics["train_images_per_s_by_epoch"][1] is None
+    final = checkpoint(run)
+    assert final["global_step"] == 3 * STEPS_PER_EPOCH
+    assert final["lr_schedulers"][0]["last_epoch"] == 3  # the epoch schedule stepped once for the redone epoch
+
+
 def lightning_checkpoint(path: Path, class_path: str, resumable: bool = True) -> Path:
     """The keys the CLI checks, as Lightning writes them (the check runs before Lightning reads the weights)."""
     saved = {"state_dict": {}, "pytorch-lightning_version": "2.6.0", "hyper_parameters": {"_class_path": class_path}}

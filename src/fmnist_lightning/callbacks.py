@@ -33,6 +33,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.loops.progress import _BatchProgress
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
@@ -119,7 +120,25 @@ class SaveOnInterrupt(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         folder = getattr(trainer.checkpoint_callback, "dirpath", None)  # None before fit set up its run folder
         if trainer.state.fn == "fit" and folder and isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            if trainer.validating:  # stopped between two batches of the epoch's validation
+                rewind_to_validation_start(trainer.fit_loop.epoch_loop.val_loop.batch_progress)
             trainer.save_checkpoint(os.path.join(folder, "last.ckpt"))  # written whole or not at all (fsspec)
+
+
+def rewind_to_validation_start(progress: _BatchProgress) -> None:
+    """Makes a resumed fit run the interrupted validation again, whole.
+
+    Lightning redoes a validation on resume only from its "restarted mid-evaluation" state (a checkpoint written
+    inside a validation step: one batch started, none processed); from a checkpoint written between two batches it
+    takes the validation as finished and goes on to the next epoch, which leaves that epoch unvalidated (no
+    checkpoint choice, early-stopping check or learning-curve point). These counters are that state at the
+    validation's first batch (a test fails if Lightning changes it).
+    """
+    done_before = progress.total.completed - progress.current.completed  # earlier validations of this epoch
+    progress.reset_on_run()
+    progress.current.ready = progress.current.started = 1
+    progress.total.ready = progress.total.started = done_before + 1
+    progress.total.processed = progress.total.completed = done_before
 
 
 def ema_decay(updates: int, decay: float) -> float:
@@ -250,8 +269,11 @@ class RunMetrics(L.Callback):
         self._train_time += train_time
         self._train_images += self._epoch_images
         self.metrics["epochs"] += 1
-        self.metrics["epoch_times_s"].append(epoch_time)
-        throughput = self._epoch_images / train_time if train_time > 0 else 0.0
+        # no training batch here: the epoch trained in a process stopped during its validation, which this one
+        # redid; that epoch's time, throughput and training figures are unknown (None keeps the lists by epoch)
+        trained_here = self._epoch_images > 0
+        throughput = self._epoch_images / train_time if trained_here and train_time > 0 else None
+        self.metrics["epoch_times_s"].append(epoch_time if trained_here else None)
         # setdefault: a run resumed from before this field existed
         self.metrics.setdefault("train_images_per_s_by_epoch", []).append(throughput)
         logged = trainer.callback_metrics
@@ -259,8 +281,12 @@ class RunMetrics(L.Callback):
             for stage, key in (("train", f"train/{name}_epoch"), ("val", f"val/{name}")):
                 if key in logged:
                     self.metrics[f"{stage}_{name}_by_epoch"].append(logged[key].item())
-        for logger in trainer.loggers:  # rank 0's own timing: not a metric to average across DDP ranks
-            logger.log_metrics({"time/epoch_s": epoch_time, "time/train_images_per_s": throughput}, trainer.global_step)
+                elif stage == "train" and not trained_here:
+                    self.metrics[f"{stage}_{name}_by_epoch"].append(None)
+        if trained_here:
+            timing = {"time/epoch_s": epoch_time, "time/train_images_per_s": throughput}
+            for logger in trainer.loggers:  # rank 0's own timing: not a metric to average across DDP ranks
+                logger.log_metrics(timing, trainer.global_step)
         self._write(trainer)  # so that `compare` shows a live run's progress
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -274,8 +300,9 @@ class RunMetrics(L.Callback):
         metrics = self.metrics
         metrics["status"] = status
         metrics["fit_time_s"] = self._earlier_fit_time + time.perf_counter() - self._fit_start
-        if metrics["epoch_times_s"]:
-            metrics["seconds_per_epoch"] = statistics.mean(metrics["epoch_times_s"])
+        epoch_times = [seconds for seconds in metrics["epoch_times_s"] if seconds is not None]
+        if epoch_times:
+            metrics["seconds_per_epoch"] = statistics.mean(epoch_times)
         if self._train_time > 0:
             metrics["train_images_per_s"] = self._train_images / self._train_time
         if metrics["val_acc_by_epoch"]:
