@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -168,12 +169,13 @@ def test_ema_batch_norm_statistics_are_those_of_the_averaged_weights(tiny_data, 
     trained weights are those of the same run without it."""
 
     def fit_with_ema(bn_batches: int) -> tuple[dict, FashionMNISTCLI]:
-        ema = f'{{"class_path": "fmnist_lightning.callbacks.EMAWithWarmup", "init_args": {{"bn_batches": {bn_batches}}}}}'
+        ema = {"class_path": "fmnist_lightning.callbacks.EMAWithWarmup", "init_args": {"bn_batches": bn_batches}}
         logs = tmp_path / f"logs_{bn_batches}"
         cli = make_cli(
             tiny_data, tmp_path, "--config", str(REPO / "configs/fast.yaml"), "--data.data_dir", str(tiny_data),
             "--data.validation", "test", "--data.batch_size", "8", "--trainer.max_epochs", "2",
-            "--data.hflip", "true", "--trainer.logger.init_args.save_dir", str(logs), f"--trainer.callbacks+={ema}",
+            "--data.hflip", "true", "--trainer.logger.init_args.save_dir", str(logs),
+            f"--trainer.callbacks+={json.dumps(ema)}",
         )  # fmt: skip
         cli.trainer.fit(cli.model, cli.datamodule)
         (last,) = logs.rglob("last.ckpt")
