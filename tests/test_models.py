@@ -182,13 +182,34 @@ def test_predict_step_returns_probabilities():
 
 
 def test_batchnorm_is_accurate_on_channels_last_features():
-    """NHWC arrays permuted to NCHW make convs return channels-last memory, where torch's CPU kernel is inexact."""
+    """NHWC arrays permuted to NCHW (and the channels_last option) make convs return channels-last memory, where
+    torch's CPU kernel is inexact: the project's batch norm keeps the layout and is exact, gradients and running
+    statistics included."""
     torch.manual_seed(0)
     nhwc = (torch.rand(32, 28, 28, 1) > 0.5) * torch.rand(32, 28, 28, 1)  # half background, like Fashion-MNIST
-    features = torch.relu(nn.Conv2d(1, 32, 3)(nhwc.permute(0, 3, 1, 2))).detach()
+    features = torch.relu(nn.Conv2d(1, 32, 3)(nhwc.permute(0, 3, 1, 2))).detach().requires_grad_()
     assert features.is_contiguous(memory_format=torch.channels_last)
-    exact = features.double()
-    exact = (exact - exact.mean((0, 2, 3), keepdim=True)) / (exact.var((0, 2, 3), False, True) + 1e-3).sqrt()
-    plain_error = (nn.BatchNorm2d(32, eps=1e-3)(features).double() - exact).abs().max()
-    ours_error = (BatchNorm(32)(features).double() - exact).abs().max()
+    reference = features.detach().double().requires_grad_()
+    mean, var = reference.mean((0, 2, 3)), reference.var((0, 2, 3), correction=0)
+    exact = (reference - mean[:, None, None]) / (var[:, None, None] + 1e-3).sqrt()
+    upstream = torch.randn_like(exact)
+    (exact_grad,) = torch.autograd.grad(exact, reference, upstream)
+
+    def errors(batch_norm: nn.Module) -> tuple[float, float, torch.Tensor]:
+        """Of the output, and of the input's gradient relative to its largest value; the output."""
+        normalised = batch_norm(features)
+        (grad,) = torch.autograd.grad(normalised, features, upstream.float())
+        grad_error = (grad.double() - exact_grad).abs().max() / exact_grad.abs().max()
+        return (normalised.double() - exact).abs().max(), grad_error, normalised
+
+    plain_error, plain_grad_error, _ = errors(nn.BatchNorm2d(32, eps=1e-3))
+    ours = BatchNorm(32)
+    ours_error, ours_grad_error, normalised = errors(ours)
     assert ours_error < 1e-6 < 1e-5 < plain_error
+    assert ours_grad_error < 5e-7 < 5e-6 < plain_grad_error
+    assert normalised.is_contiguous(memory_format=torch.channels_last)  # no copy to the contiguous layout
+    count = features[:, 0].numel()
+    torch.testing.assert_close(ours.running_mean.double(), 0.01 * mean.detach(), atol=1e-9, rtol=1e-6)
+    unbiased = var.detach() * count / (count - 1)
+    torch.testing.assert_close(ours.running_var.double(), 0.99 + 0.01 * unbiased, atol=1e-9, rtol=1e-6)
+    assert ours.num_batches_tracked == 1

@@ -114,8 +114,9 @@ the unbiased one (÷ (n − 1)), n = batch × height × width values per channel
 batch variance from torch's update and re-applies it ÷ n before comparing. Training is unaffected (both normalise
 with the biased variance), but torch's running variance, which evaluation uses, comes out larger by up to
 n/(n − 1): 1.03 for the custom CNN's BatchNorm after its Dense layer (n = 32, the batch), under 1.004 elsewhere. On CPU
-the project's BatchNorm normalises a contiguous copy of channels-last inputs (`ContiguousBatchNorm2d`): torch's
-channels-last CPU kernel computes batch statistics far less accurately (tests/test_models.py measures it).
+the project's BatchNorm computes the batch statistics of channels-last inputs itself, in two exact reductions
+(`ExactBatchNorm2d`): torch's channels-last CPU kernel computes them far less accurately (tests/test_models.py
+measures it).
 
 **Initialisation.** Each Keras layer's own initializer (glorot_uniform by default, he_uniform where the study
 set it) and Keras's `compute_fans` of its kernel shape give the bound and standard deviation; each layer's kernels

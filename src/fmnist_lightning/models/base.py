@@ -23,7 +23,6 @@ from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES, FashionMNISTDataModu
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.figures import confusion_matrix_figure, confusion_matrix_markdown, per_class_table, sample_grid
 from fmnist_lightning.images import ImageSource, Invert, fashion_mnist_pixels
-from fmnist_lightning.models.keras_layers import ContiguousBatchNorm2d
 
 STAGES = ("train", "val", "test")
 SAMPLES_PER_GRID = 32
@@ -76,9 +75,8 @@ class FashionMNISTClassifier(L.LightningModule):
         scheduler_interval: ``epoch`` or ``step``.
         warmup: Scheduler intervals (epochs, or steps) over which the learning rate rises linearly from 1 % to the
             optimizer's, before ``lr_scheduler`` (which then starts its own schedule; set its length to the rest).
-        channels_last: Train in channels-last memory (NHWC), faster for the convolutions of the batch-normalised
-            models on CPU and GPU. Batch norm then runs torch's channels-last kernel, whose CPU batch statistics
-            differ from Keras's by ~1e-4 (see ``ContiguousBatchNorm2d``): off in the study configs, which keep exact
+        channels_last: Train in channels-last memory (NHWC), faster for the convolutions on CPU and GPU. The
+            study's batch norm keeps exact batch statistics in that layout (``ExactBatchNorm2d``), and so Keras
             parity.
         compile: ``torch.compile`` the network (``nn.Module.compile``: checkpoints keep their keys).
         tta_flip: Test-time augmentation in ``test`` and ``predict``: the mean of the class probabilities of each
@@ -134,9 +132,6 @@ class FashionMNISTClassifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.hparams.channels_last:  # idempotent: setup runs again for every Trainer stage
             self.net.to(memory_format=torch.channels_last)
-            for layer in self.net.modules():
-                if isinstance(layer, ContiguousBatchNorm2d):
-                    layer.keep_layout = True
         if self.hparams.compile and not getattr(self, "_compiled", False):
             self.net.compile()
             self._compiled = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -24,24 +26,65 @@ def he_uniform_(layer: nn.Conv2d | nn.Linear) -> nn.Conv2d | nn.Linear:
     return layer
 
 
-class ContiguousBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d that normalises a contiguous copy of a channels-last input on CPU.
+class _ChannelsLastBatchNorm(torch.autograd.Function):
+    """Training-mode batch norm of a channels-last CPU tensor, with exact batch statistics.
 
-    Images that were NHWC arrays (Keras's layout) permuted to NCHW have channels-last strides, and every conv after
-    them returns channels-last memory. Torch's CPU batch-norm kernel for that layout computes the batch statistics
-    far less accurately: 2e-4 max error against a float64 reference on ReLU features of such images, where the
-    contiguous kernel (and Keras) stay within 5e-7 (tests/test_models.py). A no-op for contiguous inputs.
-    ``keep_layout`` (set by a model's ``channels_last`` option) trades that exactness for speed.
+    Torch's CPU batch-norm kernel for channels-last memory sums in a way that leaves its batch statistics ~1e-4 from
+    a float64 reference, where its contiguous kernel (and Keras) stay within 5e-7 (tests/test_models.py). Here the
+    statistics are two reductions over the (N·H·W, C) view of the same memory, mean first, then the squared
+    deviations; torch's own kernels normalise with them (its eval-mode form) and take the backward pass.
     """
 
-    keep_layout = False
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> Any:
+        rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # a view: channels-last memory is NHWC
+        mean = rows.sum(dim=0) / len(rows)
+        var = (rows - mean).square_().sum(dim=0) / len(rows)
+        output = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
+        ctx.save_for_backward(x, weight, mean, torch.rsqrt(var + eps))
+        ctx.eps = eps
+        return output, mean, var
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> Any:
+        x, weight, mean, invstd = ctx.saved_tensors
+        grads = torch.ops.aten.native_batch_norm_backward(
+            grad, x, weight, None, None, mean, invstd, True, ctx.eps, [True, True, True]
+        )
+        return *grads, None
+
+
+class ExactBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d with exact batch statistics for channels-last input on CPU.
+
+    Images that were NHWC arrays (Keras's layout) permuted to NCHW have channels-last strides, and every conv after
+    them returns channels-last memory, as does a model's ``channels_last`` option. Torch's CPU kernel for that
+    layout is inexact in training (see ``_ChannelsLastBatchNorm``), so training-mode batch norm of such input goes
+    through exact statistics instead, in the same memory; anything else is torch's own.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        exact = x.device.type == "cpu" and not self.keep_layout
-        return super().forward(x.contiguous() if exact else x)
+        exact_needed = (
+            self.training
+            and x.device.type == "cpu"
+            and x.dim() == 4
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        )
+        if not exact_needed:
+            return super().forward(x)
+        if not (self.affine and self.track_running_stats and self.momentum is not None):
+            return super().forward(x.contiguous())  # not Keras's form: the contiguous kernel is exact too
+        output, mean, var = _ChannelsLastBatchNorm.apply(x, self.weight, self.bias, self.eps)
+        count = x.numel() // x.shape[1]
+        with torch.no_grad():  # as torch updates them: the unbiased variance
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * (count / (count - 1)), self.momentum)
+            self.num_batches_tracked.add_(1)
+        return output
 
 
 def BatchNorm(num_features: int, dims: int = 2) -> nn.BatchNorm1d | nn.BatchNorm2d:
     """Keras ``BatchNormalization()``: epsilon 1e-3, momentum 0.99 (torch's momentum is 1 − Keras's)."""
-    cls = ContiguousBatchNorm2d if dims == 2 else nn.BatchNorm1d
+    cls = ExactBatchNorm2d if dims == 2 else nn.BatchNorm1d
     return cls(num_features, eps=1e-3, momentum=0.01)
