@@ -19,7 +19,7 @@ from fmnist_lightning.models import (
     WideResNet,
     count_params,
 )
-from fmnist_lightning.models.keras_layers import BatchNorm
+from fmnist_lightning.models.keras_layers import BatchNorm, Dropout
 from fmnist_lightning.models.wide_resnet import WideBlock
 
 # The study's Keras count_params(): total and trainable.
@@ -213,3 +213,15 @@ def test_batchnorm_is_accurate_on_channels_last_features():
     unbiased = var.detach() * count / (count - 1)
     torch.testing.assert_close(ours.running_var.double(), 0.99 + 0.01 * unbiased, atol=1e-9, rtol=1e-6)
     assert ours.num_batches_tracked == 1
+
+
+def test_dropout_keeps_a_share_of_one_minus_the_rate_and_scales_it_up():
+    """Keras's form: a value survives where a uniform draw is ≥ the rate, and survivors are scaled by 1/(1 − rate)."""
+    torch.manual_seed(0)
+    dropout, values = Dropout(0.4), torch.full((200, 1600), 3.0)
+    dropped = dropout(values)
+    kept = dropped != 0
+    assert torch.all(dropped[kept] == 3.0 / 0.6)
+    assert abs(kept.float().mean().item() - 0.6) < 0.005  # 320,000 draws: the standard error is 0.0009
+    assert torch.equal(Dropout(0.0)(values), values) and not torch.any(Dropout(1.0)(values))
+    assert torch.equal(dropout.eval()(values), values)

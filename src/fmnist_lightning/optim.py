@@ -54,9 +54,9 @@ class KerasAdam(torch.optim.Optimizer):
                 grads = [param.grad for param in params]
                 ms = [self.state[param]["m"] for param in params]
                 vs = [self.state[param]["v"] for param in params]
-                torch._foreach_add_(ms, torch._foreach_mul(torch._foreach_sub(grads, ms), 1 - beta1))
-                squares = torch._foreach_mul(grads, grads)
-                torch._foreach_add_(vs, torch._foreach_mul(torch._foreach_sub(squares, vs), 1 - beta2))
+                # m += (g − m)(1 − β₁), v += (g² − v)(1 − β₂): lerp is that formula, in one kernel instead of three
+                torch._foreach_lerp_(ms, grads, 1 - beta1)
+                torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), 1 - beta2)
                 denominators = torch._foreach_sqrt(vs)
                 torch._foreach_add_(denominators, group["eps"])
                 alpha = group["lr"] * math.sqrt(1 - beta2**t) / (1 - beta1**t)

@@ -5,7 +5,7 @@ from typing import Any
 from torch import nn
 
 from fmnist_lightning.models.base import FashionMNISTClassifier
-from fmnist_lightning.models.keras_layers import BatchNorm, glorot_uniform_, he_uniform_
+from fmnist_lightning.models.keras_layers import BatchNorm, Dropout, glorot_uniform_, he_uniform_
 
 
 class CustomCNN(FashionMNISTClassifier):
@@ -23,7 +23,7 @@ class CustomCNN(FashionMNISTClassifier):
             BatchNorm(64),
             nn.MaxPool2d(2),  # 64@5×5
             nn.Flatten(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             he_uniform_(nn.Linear(64 * 5 * 5, 128)),
             nn.ReLU(),
             BatchNorm(128, dims=1),
