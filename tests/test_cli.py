@@ -90,6 +90,28 @@ def test_run_folder_scheme_across_processes(tmp_path, tiny_data):
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0", "version_1"]
 
 
+def test_checkpoint_keywords_pick_the_run_of_the_configs_recipe(tmp_path, tiny_data):
+    """lenet.yaml and lenet_plus.yaml share tensorboard_logs/LeNet5/; `last` must not resume the other's run."""
+    common = ("--data.data_dir", str(tiny_data), "--trainer.limit_train_batches", "2", "--run_metrics.latency", "false")
+    study = ("--config", str(REPO / "configs/lenet.yaml"), *common)
+    plus = ("--config", str(REPO / "configs/lenet_plus.yaml"), *common, "--data.val_size", "0.2")
+    ok(cli("fit", *study, "--trainer.max_epochs", "1", cwd=tmp_path))
+    runs = tmp_path / "tensorboard_logs" / "LeNet5"
+    before = {p.name: p.stat().st_mtime_ns for p in (runs / "version_0").rglob("*")}
+
+    error = one_line_error(cli("fit", *plus, "--trainer.max_epochs", "2", "--ckpt_path", "last", cwd=tmp_path))
+    assert "no run under tensorboard_logs/LeNet5/ was trained with this config" in error
+    assert "version_0, differs in data.crop_padding, data.hflip" in error and "tensorboard_logs/LeNet5/version_0" in error
+    assert [p.name for p in runs.iterdir()] == ["version_0"]
+    assert {p.name: p.stat().st_mtime_ns for p in (runs / "version_0").rglob("*")} == before
+
+    # the study's run is found past a newer run of the other recipe; speed and evaluation options do not matter
+    ok(cli("fit", *plus, "--trainer.max_epochs", "1", cwd=tmp_path))
+    ok(cli("test", *study, "--model.init_args.tta_flip", "true", "--ckpt_path", "best", cwd=tmp_path))
+    assert (runs / "version_0" / "config.test.yaml").is_file()
+    assert not (runs / "version_1" / "config.test.yaml").exists()
+
+
 def test_last_checkpoint_is_the_last_epoch_when_validation_got_worse(tmp_path, tiny_data):
     """Lightning 2.6's own save_last would keep the epoch of the last improvement."""
     diverging = ("--model.init_args.optimizer.init_args.lr", "0.5", "--run_metrics.latency", "false")

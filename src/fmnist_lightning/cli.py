@@ -28,7 +28,7 @@ PROFILERS = {name: f"lightning.pytorch.profilers.{name.title()}Profiler" for nam
     "pytorch": "lightning.pytorch.profilers.PyTorchProfiler"
 }
 LIGHTNING_COMMANDS = {
-    "fit": "train a model (--config configs/<model>.yaml); --ckpt_path last resumes the newest run",
+    "fit": "train a model (--config configs/<model>.yaml); --ckpt_path last resumes its newest run",
     "validate": "evaluate a checkpoint on the validation set",
     "test": "evaluate a checkpoint on the official 10k test set (--ckpt_path best|last|FILE|RUN_DIR)",
     "predict": "class probabilities on the test images, or your own with --data.predict_path FILE_OR_DIR",
@@ -113,7 +113,7 @@ class FashionMNISTCLI(LightningCLI):
         config = self.config[command]
         logger = _tensorboard_args(config)
         model_dir = Path(logger.save_dir if logger else "tensorboard_logs") / _model_name(config)
-        checkpoint = runs.resolve_checkpoint(config.ckpt_path, model_dir, command)
+        checkpoint = runs.resolve_checkpoint(config.ckpt_path, model_dir, command, runs.recipe(config))
         saved = runs.read_checkpoint(checkpoint, command, config.model.class_path)
         config.ckpt_path = str(checkpoint)
         if command != "fit":  # evaluate with the inputs the model was trained on, as Lightning does the model's args

@@ -8,8 +8,9 @@
         checkpoints/last.ckpt    end of the latest epoch, for resuming
 
 Lightning's ``ckpt_path="best"`` only works in the process that trained, so ``--ckpt_path`` also takes ``best``
-or ``last`` (the newest run of the config's model that has that file), a run folder (its ``best.ckpt``; for
-``fit``, its ``last.ckpt``) or a file. A checkpoint inside a run folder sends the command's logs there too, so
+or ``last`` (the newest run of the config's recipe that has that file), a run folder (its ``best.ckpt``; for
+``fit``, its ``last.ckpt``) or a file. Runs of one model share its folder whatever their recipe (``lenet.yaml`` and
+``lenet_plus.yaml``), so the keywords pick only a run whose model and data settings are the config's. A checkpoint inside a run folder sends the command's logs there too, so
 ``fit --ckpt_path last`` resumes the same run instead of starting a new version.
 """
 
@@ -17,10 +18,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from jsonargparse import Namespace
 
 from fmnist_lightning import models
 from fmnist_lightning.errors import UserInputError
@@ -28,6 +32,32 @@ from fmnist_lightning.errors import UserInputError
 KEYWORDS = ("best", "last")
 INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"  # lets load_from_checkpoint build the recorded class
 VERSION = re.compile(r"version_(\d+)")
+# Settings that say where the data is, how fast to run or how to evaluate, not what a run trains: `best` and `last`
+# find a run whatever their values
+NOT_RECIPE = frozenset(
+    {"data_dir", "download", "cache_dir", "num_workers", "eval_batch_size", "predict_path", "invert"}
+    | {"channels_last", "compile", "tta_flip"}
+)
+
+
+def recipe(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
+    """What a run trains, from a command's config or a run's config.yaml: its model and data settings, flattened
+    to ``{"model.init_args.optimizer.init_args.lr": 0.01, ...}``."""
+    flat: dict[str, Any] = {}
+
+    def add(prefix: str, value: Any) -> None:
+        if isinstance(value, Namespace):
+            value = value.as_dict()
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if key not in NOT_RECIPE:
+                    add(f"{prefix}.{key}", item)
+        else:
+            flat[prefix] = list(value) if isinstance(value, tuple) else value
+
+    for section in ("model", "data"):
+        add(section, config.get(section))
+    return flat
 
 
 def run_versions(model_dir: Path) -> list[Path]:
@@ -36,13 +66,25 @@ def run_versions(model_dir: Path) -> list[Path]:
     return sorted(runs, key=lambda p: int(p.name.split("_")[1]))
 
 
-def resolve_checkpoint(ckpt_path: str, model_dir: Path, command: str) -> Path:
-    """The checkpoint file that ``--ckpt_path`` names, for ``command`` (fit resumes from ``last``)."""
+def resolve_checkpoint(ckpt_path: str, model_dir: Path, command: str, config_recipe: dict[str, Any]) -> Path:
+    """The checkpoint file that ``--ckpt_path`` names, for ``command`` (fit resumes from ``last``); a keyword
+    names the newest run trained with ``config_recipe``."""
     if ckpt_path in KEYWORDS:
+        other_recipe = None
         for run in reversed(run_versions(model_dir)):
             candidate = run / "checkpoints" / f"{ckpt_path}.ckpt"
-            if candidate.is_file():
+            if not candidate.is_file():
+                continue
+            differences = _recipe_differences(run, config_recipe)
+            if not differences:
                 return candidate
+            other_recipe = other_recipe or (run, differences)
+        if other_recipe is not None:
+            run, differences = other_recipe
+            raise UserInputError(
+                f"--ckpt_path {ckpt_path}: no run under {model_dir}/ was trained with this config; the newest, "
+                f"{run.name}, differs in {', '.join(differences)}. Pass its run folder ({run}) to use it anyway"
+            )
         raise UserInputError(
             f"--ckpt_path {ckpt_path}: no run under {model_dir}/ has checkpoints/{ckpt_path}.ckpt; "
             "train one with `fit` first, or pass a checkpoint file or run folder"
@@ -57,6 +99,17 @@ def resolve_checkpoint(ckpt_path: str, model_dir: Path, command: str) -> Path:
     if not path.is_file():
         raise UserInputError(f"--ckpt_path {ckpt_path}: no such file; pass a .ckpt file, a run folder, best or last")
     return path
+
+
+def _recipe_differences(run: Path, config_recipe: dict[str, Any]) -> list[str]:
+    """The recipe settings in which the run's fit config (its config.yaml) and the command's config differ."""
+    try:
+        run_recipe = recipe(yaml.safe_load((run / "config.yaml").read_text()) or {})
+    except (OSError, yaml.YAMLError):
+        return ["config.yaml (missing or unreadable)"]
+    keys = sorted(run_recipe.keys() | config_recipe.keys())
+    differences = [key for key in keys if run_recipe.get(key) != config_recipe.get(key)]
+    return differences[:3] + ([f"{len(differences) - 3} more"] if len(differences) > 3 else [])
 
 
 def read_checkpoint(checkpoint: Path, command: str, config_class_path: str) -> dict[str, Any]:
