@@ -67,10 +67,8 @@ def run_bare(config: Path, options: argparse.Namespace) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from fmnist_lightning.callbacks import reuse_freed_memory
     from fmnist_lightning.cli import FashionMNISTCLI
 
-    reuse_freed_memory()  # the process setting of fit's ReuseFreedMemory callback: bare differs by Lightning only
     cli = FashionMNISTCLI(["--config", str(config), *torch_args(options), "--trainer.logger", "false"], run=False)
     model, data = cli.model, cli.datamodule
     torch.manual_seed(cli.config.seed_everything or 0)

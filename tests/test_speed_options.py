@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fmnist_lightning.callbacks import ReuseFreedMemory, RunMetrics
+from fmnist_lightning.callbacks import RunMetrics
 from fmnist_lightning.cli import FashionMNISTCLI, main
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.models import CustomCNN, FastCNN, LeNet5
@@ -160,39 +157,3 @@ def test_steps_per_execution_refuses_weight_averaging_before_the_run_folder(tiny
     assert main([*args, "--trainer.callbacks+=fmnist_lightning.callbacks.EMAWithWarmup"]) == 2
     assert error_line(capsys.readouterr().err).startswith("error: EMAWithWarmup averages once per training step")
     assert not logs.exists()
-
-
-FAULTS_OF_STEPS = """
-import resource, sys, torch, torch.nn.functional as F
-from fmnist_lightning.callbacks import ReuseFreedMemory
-from fmnist_lightning.models import CustomCNN
-ReuseFreedMemory(enabled=sys.argv[1] == "true").setup(None, None, "fit")
-torch.set_num_threads(2)
-model = CustomCNN(channels_last=True)
-model.setup("fit")
-def steps():
-    for _ in range(20):  # CustomCNN's training steps at the study's batch size
-        F.cross_entropy(model.net(torch.randn(32, 1, 28, 28)), torch.randint(0, 10, (32,))).backward()
-steps()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-steps()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_reuse_freed_memory_stops_the_page_faults_of_each_step():
-    def page_faults(enabled: bool) -> int:
-        done = subprocess.run([sys.executable, "-c", FAULTS_OF_STEPS, str(enabled).lower()], capture_output=True)
-        assert done.returncode == 0, done.stderr.decode()[-2000:]
-        return int(done.stdout.decode().split()[-1])
-
-    # with glibc's defaults the steps fault their activations in anew (550-1,300 page faults a step here); kept
-    # memory is reused (0-190 faults in all, from the heap growing)
-    with_defaults, reusing = page_faults(enabled=False), page_faults(enabled=True)
-    assert with_defaults > 20 * 300 and reusing * 10 < with_defaults, (with_defaults, reusing)
-
-
-def test_reuse_freed_memory_is_on_by_default(tiny_data, tmp_path):
-    callbacks = make_cli(tiny_data, tmp_path).trainer.callbacks
-    assert [callback.enabled for callback in callbacks if isinstance(callback, ReuseFreedMemory)] == [True]

@@ -20,7 +20,6 @@ the machine did too. These are the defined measures instead (all on rank 0 under
 from __future__ import annotations
 
 import copy
-import ctypes
 import itertools
 import json
 import os
@@ -106,40 +105,6 @@ def inference_latency_ms(model: torch.nn.Module, batch_size: int, budget_s: floa
         synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
-
-
-# glibc's mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-
-
-def reuse_freed_memory(mmap_threshold_mb: int = 32, trim_threshold_mb: int = 1024) -> bool:
-    """Makes glibc's malloc keep freed memory for the next allocation; False where the C library is not glibc.
-
-    Torch's CPU tensors come from malloc. glibc serves blocks above its mmap threshold with fresh pages and gives
-    them back to the kernel when they are freed, and returns the heap's free top above its trim threshold, so
-    every training step page-faults its activations in anew (1.4M page faults in 1,250 steps of CustomCNN, 7-10 %
-    of its step time on 2 cores). PyTorch's CPU tuning guide preloads jemalloc or tcmalloc for this; glibc's own
-    ``mallopt`` gets the same without a library to install (32 MB is the largest mmap threshold it accepts).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # musl and other C libraries
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold_mb * MB) and mallopt(M_TRIM_THRESHOLD, trim_threshold_mb * MB))
-
-
-class ReuseFreedMemory(L.Callback):
-    """Applies ``reuse_freed_memory`` in every process of a run (each DDP rank too); CustomCNN trains 7-10 % faster
-    on CPU and its peak RSS grows by ~40 MB. ``--reuse_freed_memory.enabled false`` leaves glibc's defaults."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.enabled:
-            reuse_freed_memory()
 
 
 class SaveOnInterrupt(L.Callback):

@@ -16,7 +16,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fmnist_lightning import runs
-from fmnist_lightning.callbacks import ReuseFreedMemory, RunMetrics, SaveOnInterrupt
+from fmnist_lightning.callbacks import RunMetrics, SaveOnInterrupt
 from fmnist_lightning.compare import compare_command
 from fmnist_lightning.data import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
@@ -74,7 +74,6 @@ class FashionMNISTCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(RunMetrics, "run_metrics")
         parser.add_lightning_class_args(SaveOnInterrupt, "save_on_interrupt")
-        parser.add_lightning_class_args(ReuseFreedMemory, "reuse_freed_memory")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         # Lightning's default bar is Rich's when rich is installed (keras brings it): it redraws on every step, which
         # cost 15 % of LeNet-5's training throughput here; tqdm redrawn every refresh_rate steps ~3 %
