@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fmnist_lightning.errors import UserInputError
 from support import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -111,6 +112,23 @@ def test_checkpoint_keywords_pick_the_run_of_the_configs_recipe(tmp_path, tiny_d
     ok(cli("test", *study, "--model.init_args.tta_flip", "true", "--ckpt_path", "best", cwd=tmp_path))
     assert (runs / "version_0" / "config.test.yaml").is_file()
     assert not (runs / "version_1" / "config.test.yaml").exists()
+
+
+def test_a_setting_added_to_the_project_after_a_run_does_not_hide_the_run(tmp_path):
+    import yaml
+
+    from fmnist_lightning import runs
+
+    run = tmp_path / "LeNet5" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").touch()
+    trained = {"model": {"class_path": "LeNet5", "init_args": {"warmup": 0}}, "data": {"batch_size": 64}}
+    (run / "config.yaml").write_text(yaml.safe_dump(trained))
+    now = {"model": {"class_path": "LeNet5", "init_args": {"warmup": 0, "new_option": 1}}, "data": {"batch_size": 64}}
+    assert runs.resolve_checkpoint("best", run.parent, "test", runs.recipe(now)) == run / "checkpoints" / "best.ckpt"
+    now["data"]["batch_size"] = 32
+    with pytest.raises(UserInputError, match=r"differs in data\.batch_size"):
+        runs.resolve_checkpoint("best", run.parent, "test", runs.recipe(now))
 
 
 def test_last_checkpoint_is_the_last_epoch_when_validation_got_worse(tmp_path, tiny_data):

@@ -108,8 +108,9 @@ def _recipe_differences(run: Path, config_recipe: dict[str, Any]) -> list[str]:
         run_recipe = recipe(yaml.safe_load((run / "config.yaml").read_text()) or {})
     except (OSError, yaml.YAMLError):
         return ["config.yaml (missing or unreadable)"]
-    keys = sorted(run_recipe.keys() | config_recipe.keys())
-    differences = [key for key in keys if run_recipe.get(key) != config_recipe.get(key)]
+    # a setting only one side has was added to (or removed from) the project between the two
+    keys = sorted(run_recipe.keys() & config_recipe.keys())
+    differences = [key for key in keys if run_recipe[key] != config_recipe[key]]
     return differences[:3] + ([f"{len(differences) - 3} more"] if len(differences) > 3 else [])
 
 
