@@ -65,6 +65,26 @@ def test_a_killed_fit_resumes_from_last_and_finishes_its_epochs(tmp_path, signal
     assert metrics["status"] == "finished" and metrics["epochs"] == 3
 
 
+def test_a_record_that_went_past_the_resumed_checkpoint_is_cut_back_to_it(tmp_path):
+    """A process killed after an epoch ended past its last mid-epoch last.ckpt left that epoch in metrics.json;
+    the resumed fit trains the epoch again and must not record it twice."""
+    data = tmp_path / "data"
+    write_dataset(data, num_train=400, num_test=40)
+    assert fit(data, tmp_path, "--trainer.max_epochs", "1").returncode == 0
+    run = tmp_path / "tensorboard_logs" / "LeNet5" / "version_0"
+    record = json.loads((run / "metrics.json").read_text())
+    for key in ("epoch_times_s", "train_images_per_s_by_epoch", "val_acc_by_epoch", "val_loss_by_epoch"):
+        record[key].append(-1.0)  # the epoch the killed process recorded after the checkpoint
+    record["epochs"] += 1
+    (run / "metrics.json").write_text(json.dumps(record))
+
+    resumed = fit(data, tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["epochs"] == 2 and len(record["epoch_times_s"]) == 2 and len(record["val_acc_by_epoch"]) == 2
+    assert -1.0 not in record["epoch_times_s"] + record["val_acc_by_epoch"] + record["train_images_per_s_by_epoch"]
+
+
 def test_a_fit_stopped_during_validation_validates_that_epoch_when_resumed(tmp_path):
     """The epoch's training was done, its validation was not: resuming validates it (whole) before going on, so
     checkpoint choice and the learning curves miss no epoch."""

@@ -202,6 +202,13 @@ class RunMetrics(L.Callback):
         self.latency = latency
         self.activation_memory = activation_memory
         self.metrics: dict[str, Any] = {}
+        self._checkpoint_epochs: int | None = None  # epochs recorded when the checkpoint being resumed was saved
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": self.metrics.get("epochs", 0)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._checkpoint_epochs = state_dict["epochs"]
 
     def _path(self, trainer: L.Trainer) -> Path | None:
         """``metrics.json`` on rank 0, None elsewhere. Every rank must call it: ``log_dir`` is a DDP broadcast."""
@@ -233,6 +240,13 @@ class RunMetrics(L.Callback):
             # `fit --ckpt_path last` resumes this run: carry on its record; an earlier test no longer applies
             self.metrics = {key: value for key, value in earlier.items() if not key.startswith("test_")}
             self.metrics["status"] = "running"
+            # the record can run past the checkpoint: an epoch that ended after a mid-epoch last.ckpt, in a process
+            # killed later; that epoch is trained again now, so only the epochs the checkpoint had recorded stay
+            if self._checkpoint_epochs is not None:
+                for key, value in self.metrics.items():
+                    if key == "epoch_times_s" or key.endswith("_by_epoch"):
+                        self.metrics[key] = value[: self._checkpoint_epochs]
+                self.metrics["epochs"] = min(self.metrics["epochs"], self._checkpoint_epochs)
         self._earlier_fit_time = self.metrics.get("fit_time_s", 0.0)
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
