@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
@@ -137,6 +138,35 @@ def test_steps_per_execution_takes_the_same_steps_as_one_at_a_time(tiny_data, tm
     for cli in (one, three):
         run_metrics = next(c for c in cli.trainer.callbacks if isinstance(c, RunMetrics))
         assert run_metrics._train_images == 3 * (112 if mixup else 120)
+
+
+class BackwardCounter(L.Callback):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.calls += 1
+
+
+def test_steps_per_execution_skips_manual_backward_only_while_no_backward_hook_runs(tiny_data, tmp_path):
+    """Its steps call loss.backward() themselves while no hook does anything; a callback with a backward hook gets
+    it on every optimizer step, and the weights are the same either way."""
+    runs = {}
+    for name in ("plain", "hooked"):
+        cli = make_cli(
+            tiny_data, tmp_path / name, "--model.init_args.steps_per_execution", "3", "--data.batch_size", "16",
+            "--trainer.max_epochs", "1",
+        )  # fmt: skip
+        counter = BackwardCounter()
+        if name == "hooked":
+            cli.trainer.callbacks.append(counter)
+        cli.trainer.fit(cli.model, cli.datamodule)
+        runs[name] = cli
+    assert runs["plain"].model._plain_backward
+    assert not runs["hooked"].model._plain_backward
+    assert counter.calls == runs["hooked"].trainer.global_step == 8
+    for name, weight in runs["plain"].model.state_dict().items():
+        assert torch.equal(runs["hooked"].model.state_dict()[name], weight), name
 
 
 def test_steps_per_execution_needs_a_one_cycle_length_and_at_least_one(tiny_data, tmp_path):

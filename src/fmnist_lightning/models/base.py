@@ -13,6 +13,9 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from PIL import Image
 from torch import nn
 from torch.optim.lr_scheduler import LinearLR, OneCycleLR, ReduceLROnPlateau, SequentialLR
@@ -50,6 +53,10 @@ def rank_classes(probabilities: torch.Tensor) -> list[Prediction]:
         top3 = tuple((CLASS_NAMES[index], value) for index, value in zip(indices, values, strict=True))
         predictions.append(Prediction(indices[0], CLASS_NAMES[indices[0]], values[0], top3))
     return predictions
+
+
+# the hooks around a backward pass, on callbacks and on the LightningModule alike
+BACKWARD_HOOKS = ("on_before_backward", "on_after_backward")
 
 
 def count_params(module: nn.Module) -> int:
@@ -128,6 +135,7 @@ class FashionMNISTClassifier(L.LightningModule):
         self.confusion_matrices: dict[str, torch.Tensor] = {}
         # whether the inputs were standardised in training (--data.standardize), for predict_images
         self.standardized_inputs = False
+        self._plain_backward = False  # set when fit starts
 
     def setup(self, stage: str) -> None:
         if self.hparams.channels_last:  # idempotent: setup runs again for every Trainer stage
@@ -207,7 +215,10 @@ class FashionMNISTClassifier(L.LightningModule):
                 break
             loss, accuracy = self._step(batch, "train")
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
+            if self._plain_backward:
+                loss.backward()
+            else:
+                self.manual_backward(loss)
             optimizer.step()
             self._step_schedulers("step")
         return loss, accuracy
@@ -255,6 +266,17 @@ class FashionMNISTClassifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.check_callbacks(self.trainer.callbacks)
+        # manual_backward calls every callback's and the module's backward hooks, Lightning's default no-ops
+        # included: ~0.26 ms an optimizer step on a CPU (Brownlee: 3.27 against 3.00 ms for the backward alone), ~6 %
+        # of its step. Where no hook does anything and neither precision nor strategy changes the backward, the
+        # steps of steps_per_execution call loss.backward() themselves.
+        hooked = [self, *self.trainer.callbacks]
+        self._plain_backward = (
+            type(self.trainer.precision_plugin) is Precision
+            and type(self.trainer.strategy) is SingleDeviceStrategy
+            and not is_overridden("backward", self, L.LightningModule)
+            and not any(is_overridden(hook, obj) for hook in BACKWARD_HOOKS for obj in hooked)
+        )
         datamodule = self.trainer.datamodule
         if isinstance(datamodule, FashionMNISTDataModule):
             self.standardized_inputs = datamodule.hparams.standardize
