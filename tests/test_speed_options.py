@@ -148,23 +148,32 @@ class BackwardCounter(L.Callback):
         self.calls += 1
 
 
-def test_steps_per_execution_skips_manual_backward_only_while_no_backward_hook_runs(tiny_data, tmp_path):
-    """Its steps call loss.backward() themselves while no hook does anything; a callback with a backward hook gets
-    it on every optimizer step, and the weights are the same either way."""
+class StepCounter(L.Callback):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: object) -> None:
+        self.calls += 1
+
+
+@pytest.mark.parametrize("counter_type", [BackwardCounter, StepCounter])
+def test_steps_per_execution_skips_lightnings_step_wrappers_only_while_no_hook_runs(tiny_data, tmp_path, counter_type):
+    """Its steps do without manual_backward and LightningOptimizer.step while no hook of theirs does anything, and
+    still count as steps; a callback with such a hook gets it on every optimizer step; the weights are the same."""
     runs = {}
     for name in ("plain", "hooked"):
         cli = make_cli(
             tiny_data, tmp_path / name, "--model.init_args.steps_per_execution", "3", "--data.batch_size", "16",
             "--trainer.max_epochs", "1",
         )  # fmt: skip
-        counter = BackwardCounter()
+        counter = counter_type()
         if name == "hooked":
             cli.trainer.callbacks.append(counter)
         cli.trainer.fit(cli.model, cli.datamodule)
         runs[name] = cli
-    assert runs["plain"].model._plain_backward
-    assert not runs["hooked"].model._plain_backward
-    assert counter.calls == runs["hooked"].trainer.global_step == 8
+    assert runs["plain"].model._plain_steps
+    assert not runs["hooked"].model._plain_steps
+    assert counter.calls == runs["hooked"].trainer.global_step == runs["plain"].trainer.global_step == 8
     for name, weight in runs["plain"].model.state_dict().items():
         assert torch.equal(runs["hooked"].model.state_dict()[name], weight), name
 
