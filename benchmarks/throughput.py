@@ -8,10 +8,10 @@
 
 Every measurement is a fresh process with the same thread settings; the figure is training images per second in
 the steady state (the median over epochs after the first), then the median over ``--repeats`` runs; repeats run
-model by model, way after way, so a slow spell of the machine hits all ways alike. No augmentation, so that the
-three do the same work. An epoch here is the first ``--images`` training images (the throughput of a full epoch,
-in a quarter of the time); ``fit`` gets it as ``--trainer.limit_train_batches``. ``--channels-last`` measures ``fit``
-and ``bare`` with the models' ``channels_last`` option. Usage::
+model by model, way after way (in reverse order every other repeat), so a slow spell of the machine hits all ways
+alike. No augmentation, so that the three do the same work. An epoch here is the first ``--images`` training images
+(the throughput of a full epoch, in a quarter of the time); ``fit`` gets it as ``--trainer.limit_train_batches``.
+``--channels-last`` measures ``fit`` and ``bare`` with the models' ``channels_last`` option. Usage::
 
     python benchmarks/throughput.py --data-dir ../shared/data/fashion-mnist [--models lenet custom_cnn] [--epochs 3]
 """
@@ -187,6 +187,10 @@ def keras_available(options: argparse.Namespace) -> bool:
     return probe.returncode == 0
 
 
+def utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%MZ")
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -222,7 +226,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "fashion-mnist"))
     parser.add_argument("--keras-python", help="a Python with TensorFlow and Keras, if not this one")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "throughput.json")
+    parser.add_argument("--out", type=Path, help="a new file (default: benchmarks/results/throughput_<UTC time>.json)")
     parser.add_argument("--worker", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=MODELS, help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -230,6 +234,9 @@ def main() -> None:
         return worker(options)
     if options.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch is warm-up")
+    options.out = options.out or ROOT / "benchmarks" / "results" / f"throughput_{utc_stamp()}.json"
+    if options.out.exists():  # checked before the measuring, which takes minutes
+        parser.error(f"--out {options.out} exists; give a new file name (earlier results are kept, not overwritten)")
     ways = list(options.ways)
     if "keras" in ways and not keras_available(options):
         print("TensorFlow not found: leaving out the Keras way (pip install -e '.[bench]' or --keras-python)")
@@ -238,7 +245,7 @@ def main() -> None:
     peak_rss_mb: dict[str, float] = {}  # of the fit runs
     for repeat in range(options.repeats):
         for model in options.models:
-            for way in ways:
+            for way in ways if repeat % 2 == 0 else reversed(ways):  # a slow spell early or late hits all ways
                 result = measure(way, model, options)
                 runs[model][way].append(result["images_per_s_by_epoch"])
                 if "peak_rss_mb" in result:

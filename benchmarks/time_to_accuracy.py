@@ -65,10 +65,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "fashion-mnist"))
     parser.add_argument("--logs", type=Path, help="keep the runs here (default: a temporary folder)")
-    parser.add_argument("--out", type=Path, help="default: benchmarks/results/time_to_accuracy_<config>.json")
+    parser.add_argument(
+        "--out", type=Path, help="a new file (default: benchmarks/results/time_to_accuracy_<config>_<UTC time>.json)"
+    )
     options = parser.parse_args()
     if not 0 < options.target < 1:
         parser.error(f"--target is a fraction of the test set, e.g. 0.92, got {options.target}")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%MZ")
+    out = options.out or ROOT / "benchmarks" / "results" / f"time_to_accuracy_{options.config.stem}_{stamp}.json"
+    if out.exists():  # checked before the runs, which take minutes
+        parser.error(f"{out} exists; give a new file name with --out (earlier results are kept, not overwritten)")
     with tempfile.TemporaryDirectory() as scratch:
         logs = options.logs or Path(scratch)
         results = [one_seed(options, seed, logs) for seed in options.seeds]
@@ -95,7 +101,6 @@ def main() -> None:
         f"{summary['reached']}/{len(results)} seeds ≥ {options.target:.1%}; "
         f"fit median {summary['median_fit_time_s']:.1f} s (range {min(times):.1f}–{max(times):.1f} s)"
     )
-    out = options.out or ROOT / "benchmarks" / "results" / f"time_to_accuracy_{options.config.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {out}")

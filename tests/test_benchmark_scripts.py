@@ -1,0 +1,26 @@
+"""The benchmark scripts keep earlier results: an existing ``--out`` is refused before any measuring starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("script", ["throughput.py", "time_to_accuracy.py"])
+def test_an_existing_results_file_is_refused_and_kept(script: str, tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    results.write_text('{"images_per_s": 1}\n')
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--out", str(results), "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert f"{results} exists; give a new file name" in done.stderr
+    assert results.read_text() == '{"images_per_s": 1}\n'
