@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from results_file import new_results_file
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("lenet", "brownlee", "custom_cnn", "seed_efficientnet")
 WAYS = ("fit", "bare", "keras")
@@ -187,10 +189,6 @@ def keras_available(options: argparse.Namespace) -> bool:
     return probe.returncode == 0
 
 
-def utc_stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%MZ")
-
-
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -234,9 +232,7 @@ def main() -> None:
         return worker(options)
     if options.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch is warm-up")
-    options.out = options.out or ROOT / "benchmarks" / "results" / f"throughput_{utc_stamp()}.json"
-    if options.out.exists():  # checked before the measuring, which takes minutes
-        parser.error(f"--out {options.out} exists; give a new file name (earlier results are kept, not overwritten)")
+    options.out = new_results_file(parser, options.out, "throughput")
     ways = list(options.ways)
     if "keras" in ways and not keras_available(options):
         print("TensorFlow not found: leaving out the Keras way (pip install -e '.[bench]' or --keras-python)")

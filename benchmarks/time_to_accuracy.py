@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from results_file import new_results_file
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,10 +73,7 @@ def main() -> None:
     options = parser.parse_args()
     if not 0 < options.target < 1:
         parser.error(f"--target is a fraction of the test set, e.g. 0.92, got {options.target}")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%MZ")
-    out = options.out or ROOT / "benchmarks" / "results" / f"time_to_accuracy_{options.config.stem}_{stamp}.json"
-    if out.exists():  # checked before the runs, which take minutes
-        parser.error(f"{out} exists; give a new file name with --out (earlier results are kept, not overwritten)")
+    out = new_results_file(parser, options.out, f"time_to_accuracy_{options.config.stem}")
     with tempfile.TemporaryDirectory() as scratch:
         logs = options.logs or Path(scratch)
         results = [one_seed(options, seed, logs) for seed in options.seeds]

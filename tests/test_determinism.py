@@ -32,9 +32,9 @@ def test_two_deterministic_runs_give_identical_weights_and_metrics(config, tiny_
     # the weights; with weight EMA, the averaged ones (state_dict) and the trained ones
     weights = [key for key in ("state_dict", "current_model_state") if key in first]
     assert "state_dict" in weights and all(key in second for key in weights)
-    for key in weights:
-        assert first[key].keys() == second[key].keys()
-        assert all(torch.equal(first[key][name], second[key][name]) for name in first[key])
+    torch.testing.assert_close(
+        {key: first[key] for key in weights}, {key: second[key] for key in weights}, rtol=0, atol=0
+    )
     first_state, second_state = (c["optimizer_states"][0]["state"] for c in (first, second))
     torch.testing.assert_close(first_state, second_state, rtol=0, atol=0)  # Adam's moments and step counts, exactly
     assert curves(runs[0]) == curves(runs[1]) and len(curves(runs[0])["val_acc_by_epoch"]) == 2
