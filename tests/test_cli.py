@@ -103,8 +103,14 @@ def test_checkpoint_keywords_pick_the_run_of_the_configs_recipe(tmp_path, tiny_d
     error = one_line_error(cli("fit", *plus, "--trainer.max_epochs", "2", "--ckpt_path", "last", cwd=tmp_path))
     assert "no run under tensorboard_logs/LeNet5/ was trained with this config" in error
     assert "version_0, differs in data.crop_padding, data.hflip" in error
-    assert "Pass its run folder (tensorboard_logs/LeNet5/version_0)" in error
+    assert "Resume it with its own config, --config tensorboard_logs/LeNet5/version_0/config.yaml" in error
     assert [p.name for p in runs.iterdir()] == ["version_0"]
+    assert {p.name: p.stat().st_mtime_ns for p in (runs / "version_0").rglob("*")} == before
+
+    # its run folder tests it with the other config, but does not resume it: fit would mix the two configs
+    error = one_line_error(cli("fit", *plus, "--ckpt_path", str(runs / "version_0"), cwd=tmp_path))
+    assert "version_0 was trained with another config (it differs in data.crop_padding, data.hflip" in error
+    assert f"--config {runs / 'version_0' / 'config.yaml'}" in error
     assert {p.name: p.stat().st_mtime_ns for p in (runs / "version_0").rglob("*")} == before
 
     # the study's run is found past a newer run of the other recipe; speed and evaluation options do not matter
@@ -129,6 +135,29 @@ def test_a_setting_added_to_the_project_after_a_run_does_not_hide_the_run(tmp_pa
     now["data"]["batch_size"] = 32
     with pytest.raises(UserInputError, match=r"differs in data\.batch_size"):
         runs.resolve_checkpoint("best", run.parent, "test", runs.recipe(now))
+
+
+def test_a_one_cycle_run_resumes_only_with_the_length_it_was_scheduled_for(tmp_path, tiny_data):
+    """The restored OneCycleLR keeps the length the trainer gave it at the start: a resume with another max_epochs
+    would stop mid-schedule (or, longer, step past its end)."""
+    one_cycle = '{"class_path": "torch.optim.lr_scheduler.OneCycleLR", "init_args": {"max_lr": 0.01}}'
+    fit = ("fit", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data))
+    fit += ("--model.init_args.lr_scheduler", one_cycle, "--model.init_args.steps_per_execution", "1")
+    fit += ("--run_metrics.latency", "false")
+    quick = ("--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar", "false")
+    stop_after_one = '--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.EarlyStopping", ' + (
+        '"init_args": {"monitor": "val/loss", "stopping_threshold": 1000}}'
+    )  # stops the 2-epoch run after its first, like an interrupted run
+    ok(cli(*fit, *quick, "--trainer.max_epochs", "2", stop_after_one, cwd=tmp_path))
+    run = tmp_path / "tensorboard_logs" / "LeNet5" / "version_0"
+    before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*")}
+
+    error = one_line_error(cli(*fit, *quick, "--trainer.max_epochs", "3", "--ckpt_path", "last", cwd=tmp_path))
+    assert "it differs in trainer.max_epochs); resume it with its own" in error
+    assert {p.name: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    ok(cli(*fit, *quick, "--trainer.max_epochs", "2", "--ckpt_path", "last", cwd=tmp_path))
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 1 and last["lr_schedulers"][0]["total_steps"] == 4
 
 
 def test_last_checkpoint_is_the_last_epoch_when_validation_got_worse(tmp_path, tiny_data):

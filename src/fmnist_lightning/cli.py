@@ -121,6 +121,8 @@ class FashionMNISTCLI(LightningCLI):
             if "standardize" in trained_data:
                 config.data.standardize = trained_data["standardize"]
         run = runs.run_of_checkpoint(checkpoint)
+        if command == "fit" and run is not None:
+            runs.check_resume(checkpoint, run[0] / run[1] / f"version_{run[2]}", config)
         if logger is not None and run is not None:
             logger.save_dir, logger.name, logger.version = str(run[0]), run[1], run[2]
 

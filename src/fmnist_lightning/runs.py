@@ -31,6 +31,8 @@ from fmnist_lightning import models
 from fmnist_lightning.errors import UserInputError
 
 KEYWORDS = ("best", "last")
+# the trainer settings from which Lightning estimates a run's optimizer steps (and so a OneCycleLR's length)
+RUN_LENGTH = ("max_epochs", "max_steps", "limit_train_batches", "accumulate_grad_batches", "devices", "num_nodes")
 INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"  # lets load_from_checkpoint build the recorded class
 VERSION = re.compile(r"version_(\d+)")
 # Settings that say where the data is, how fast to run or how to evaluate, not what a run trains: `best` and `last`
@@ -82,9 +84,13 @@ def resolve_checkpoint(ckpt_path: str, model_dir: Path, command: str, config_rec
             other_recipe = other_recipe or (run, differences)
         if other_recipe is not None:
             run, differences = other_recipe
+            if command == "fit":
+                anyway = f"Resume it with its own config, --config {run / 'config.yaml'}"
+            else:
+                anyway = f"Pass its run folder ({run}) to use it anyway"
             raise UserInputError(
                 f"--ckpt_path {ckpt_path}: no run under {model_dir}/ was trained with this config; the newest, "
-                f"{run.name}, differs in {', '.join(differences)}. Pass its run folder ({run}) to use it anyway"
+                f"{run.name}, differs in {', '.join(differences)}. {anyway}"
             )
         raise UserInputError(
             f"--ckpt_path {ckpt_path}: no run under {model_dir}/ has checkpoints/{ckpt_path}.ckpt; "
@@ -104,14 +110,51 @@ def resolve_checkpoint(ckpt_path: str, model_dir: Path, command: str, config_rec
 
 def _recipe_differences(run: Path, config_recipe: dict[str, Any]) -> list[str]:
     """The recipe settings in which the run's fit config (its config.yaml) and the command's config differ."""
-    try:
-        run_recipe = recipe(yaml.safe_load((run / "config.yaml").read_text()) or {})
-    except (OSError, yaml.YAMLError):
+    run_config = _fit_config(run)
+    if run_config is None:
         return ["config.yaml (missing or unreadable)"]
+    return _differences(recipe(run_config), config_recipe)
+
+
+def _fit_config(run: Path) -> dict[str, Any] | None:
+    try:
+        return yaml.safe_load((run / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _differences(run_settings: dict[str, Any], config_settings: dict[str, Any]) -> list[str]:
     # a setting only one side has was added to (or removed from) the project between the two
-    keys = sorted(run_recipe.keys() & config_recipe.keys())
-    differences = [key for key in keys if run_recipe[key] != config_recipe[key]]
+    keys = sorted(run_settings.keys() & config_settings.keys())
+    differences = [key for key in keys if run_settings[key] != config_settings[key]]
     return differences[:3] + ([f"{len(differences) - 3} more"] if len(differences) > 3 else [])
+
+
+def check_resume(checkpoint: Path, run: Path, config: Namespace) -> None:
+    """Refuses to resume a run with a config that trains something else. Lightning would apply it by halves: the
+    model's arguments come back from the checkpoint (LightningCLI), the optimizer's and scheduler's state too, but
+    the data and trainer settings from the command, so a changed ``max_epochs`` cuts a one-cycle schedule short."""
+    run_config = _fit_config(run)
+    if run_config is None:  # nothing to compare with: resumed as Lightning resumes
+        return
+    differences = _differences(recipe(run_config), recipe(config))
+    if _length_from_trainer(run_config):
+        run_trainer = run_config.get("trainer") or {}
+        lengths = {f"trainer.{key}": run_trainer.get(key) for key in RUN_LENGTH}
+        differences += _differences(lengths, {f"trainer.{key}": config.trainer.get(key) for key in RUN_LENGTH})
+    if differences:
+        raise UserInputError(
+            f"--ckpt_path {checkpoint}: {run} was trained with another config (it differs in "
+            f"{', '.join(differences)}); resume it with its own, --config {run / 'config.yaml'}, or start a new run"
+        )
+
+
+def _length_from_trainer(config: Mapping[str, Any]) -> bool:
+    """Whether the run's scheduler is a OneCycleLR sized by the trainer (``estimated_stepping_batches``)."""
+    scheduler = ((config.get("model") or {}).get("init_args") or {}).get("lr_scheduler") or {}
+    args = scheduler.get("init_args") or {}
+    sized = args.get("total_steps") or (args.get("epochs") and args.get("steps_per_epoch"))
+    return str(scheduler.get("class_path", "")).endswith("OneCycleLR") and not sized
 
 
 def read_checkpoint(checkpoint: Path, command: str, config_class_path: str) -> dict[str, Any]:
