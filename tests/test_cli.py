@@ -107,7 +107,7 @@ def test_checkpoint_keywords_pick_the_run_of_the_configs_recipe(tmp_path, tiny_d
     assert [p.name for p in runs.iterdir()] == ["version_0"]
     assert {p.name: p.stat().st_mtime_ns for p in (runs / "version_0").rglob("*")} == before
 
-    # its run folder tests it with the other config, but does not resume it: fit would mix the two configs
+    # nor does its run folder resume it with the other config: fit would apply the two configs by halves
     error = one_line_error(cli("fit", *plus, "--ckpt_path", str(runs / "version_0"), cwd=tmp_path))
     assert "version_0 was trained with another config (it differs in data.crop_padding, data.hflip" in error
     assert f"--config {runs / 'version_0' / 'config.yaml'}" in error

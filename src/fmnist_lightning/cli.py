@@ -122,7 +122,7 @@ class FashionMNISTCLI(LightningCLI):
                 config.data.standardize = trained_data["standardize"]
         run = runs.run_of_checkpoint(checkpoint)
         if command == "fit" and run is not None:
-            runs.check_resume(checkpoint, run[0] / run[1] / f"version_{run[2]}", config)
+            runs.check_resume(checkpoint, checkpoint.parent.parent, config)
         if logger is not None and run is not None:
             logger.save_dir, logger.name, logger.version = str(run[0]), run[1], run[2]
 
