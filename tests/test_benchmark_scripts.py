@@ -11,7 +11,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["throughput.py", "time_to_accuracy.py"])
+@pytest.mark.parametrize("script", ["throughput.py", "time_to_accuracy.py", "fit_overhead.py"])
 def test_an_existing_results_file_is_refused_and_kept(script: str, tmp_path: Path) -> None:
     results = tmp_path / "results.json"
     results.write_text('{"images_per_s": 1}\n')
