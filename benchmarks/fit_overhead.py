@@ -14,21 +14,18 @@ run's accuracy means nothing. No augmentation. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from results_file import new_results_file
-from throughput import MODELS, ROOT, batch_size, cpu_name, steps_per_execution
+from results_file import new_results_file, write_results
+from throughput import MODELS, ROOT, batch_size, steps_per_execution
 
 from fmnist_lightning.cli import FashionMNISTCLI
 from fmnist_lightning.data import training_batches
@@ -119,17 +116,8 @@ def main() -> None:
             f"| {model} | {figures['fit_over_bare']:.3f}× | {figures['pairs']} | {figures['fit_images_per_s']:,.0f} "
             f"| {figures['bare_images_per_s']:,.0f} |"
         )
-    record = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/fit_overhead.py", *sys.argv[1:]]),
-        "cpu": cpu_name(),
-        "threads": options.threads,
-        "epochs": options.epochs,
-        "images_per_epoch": options.images,
-        "results": results,
-    }
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    options.out.write_text(json.dumps(record, indent=2) + "\n")
+    fields = {"threads": options.threads, "epochs": options.epochs, "images_per_epoch": options.images}
+    write_results(options.out, "fit_overhead.py", {**fields, "results": results})
     print(f"\nwrote {options.out}")
 
 

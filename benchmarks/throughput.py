@@ -21,17 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from results_file import new_results_file
+from results_file import new_results_file, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("lenet", "brownlee", "custom_cnn", "seed_efficientnet")
@@ -189,16 +187,6 @@ def keras_available(options: argparse.Namespace) -> bool:
     return probe.returncode == 0
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def table(results: dict[str, dict[str, float]], ways: list[str]) -> str:
     header = ["model", *(f"{way} images/s" for way in ways)]
     header += ["fit / bare"] if {"fit", "bare"} <= set(ways) else []
@@ -260,11 +248,7 @@ def main() -> None:
     print(table(results, ways))
     if peak_rss_mb:
         print("\npeak RSS of fit: " + ", ".join(f"{model} {mb:,.0f} MB" for model, mb in peak_rss_mb.items()))
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/throughput.py", *sys.argv[1:]]),
-        "cpu": cpu_name(),
+    fields = {
         "threads": options.threads,
         "epochs": options.epochs,
         "images_per_epoch": options.images,
@@ -274,7 +258,7 @@ def main() -> None:
         "fit_peak_rss_mb": peak_rss_mb,
         "runs": runs,
     }
-    options.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_results(options.out, "throughput.py", fields)
     print(f"\nwrote {options.out}")
 
 
