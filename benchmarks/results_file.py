@@ -1,4 +1,4 @@
-"""Where a benchmark writes its results: a new file, never one that holds earlier results."""
+"""Where a benchmark writes its results (a new file, never one that holds earlier results), and their record header."""
 
 from __future__ import annotations
 
