@@ -10,8 +10,10 @@ Every measurement is a fresh process with the same thread settings; the figure i
 the steady state (the median over epochs after the first), then the median over ``--repeats`` runs; repeats run
 model by model, way after way (in reverse order every other repeat), so a slow spell of the machine hits all ways
 alike. No augmentation, so that the three do the same work. An epoch here is the first ``--images`` training images
-(the throughput of a full epoch, in a quarter of the time); ``fit`` gets it as ``--trainer.limit_train_batches``.
-``--channels-last`` measures ``fit`` and ``bare`` with the models' ``channels_last`` option. Usage::
+(the throughput of a full epoch, in less time); ``fit`` gets it as ``--trainer.limit_train_batches``. A model may get
+its own count (``--images 20000 lenet=60000``): the fast ones need more images for an epoch long enough to average
+out this VM's second-to-second swings. ``--channels-last`` measures ``fit`` and ``bare`` with the models'
+``channels_last`` option. Usage::
 
     python benchmarks/throughput.py --data-dir ../shared/data/fashion-mnist [--models lenet custom_cnn] [--epochs 3]
 """
@@ -153,6 +155,22 @@ def steps_per_execution(config: Path) -> int:
     return yaml.safe_load(config.read_text())["model"]["init_args"].get("steps_per_execution", 1)
 
 
+def images_per_model(values: list[str], parser: argparse.ArgumentParser) -> dict[str, int]:
+    """``--images 20000 lenet=60000``: a count for every model, then counts for named models."""
+    default, counts = 15_000, {}
+    for value in values:
+        model, _, count = value.rpartition("=")
+        if model and model not in MODELS:
+            parser.error(f"--images {value}: no model {model!r}; choose from {', '.join(MODELS)}")
+        if not count.isdigit() or not 0 < int(count) <= 60_000:
+            parser.error(f"--images {value}: give a number of training images from 1 to 60000")
+        if model:
+            counts[model] = int(count)
+        else:
+            default = int(count)
+    return {model: counts.get(model, default) for model in MODELS}
+
+
 def torch_args(options: argparse.Namespace) -> list[str]:
     """The CLI arguments shared by ``fit`` and ``bare``: no augmentation, and the speed options asked for."""
     args = ["--data.data_dir", options.data_dir, "--data.augment", "false"]
@@ -168,7 +186,7 @@ def worker(options: argparse.Namespace) -> None:
 def measure(way: str, model: str, options: argparse.Namespace) -> dict[str, Any]:
     python = options.keras_python if way == "keras" and options.keras_python else sys.executable
     command = [python, __file__, "--worker", way, "--model", model, "--epochs", str(options.epochs)]
-    command += ["--data-dir", options.data_dir, "--images", str(options.images)]
+    command += ["--data-dir", options.data_dir, "--images", str(options.images[model])]
     command += ["--channels-last"] if options.channels_last else []
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=thread_env(options.threads))
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -207,7 +225,9 @@ def main() -> None:
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is left out as warm-up")
     parser.add_argument("--repeats", type=int, default=3, help="runs per model and way; the median is reported")
-    parser.add_argument("--images", type=int, default=15_000, help="training images per epoch (≤ 60,000)")
+    parser.add_argument(
+        "--images", nargs="+", default=["15000"], metavar="[MODEL=]N", help="training images per epoch (≤ 60,000)"
+    )
     parser.add_argument("--channels-last", action="store_true", help="fit and bare with the channels_last option")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "fashion-mnist"))
@@ -216,7 +236,9 @@ def main() -> None:
     parser.add_argument("--worker", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=MODELS, help=argparse.SUPPRESS)
     options = parser.parse_args()
+    options.images = images_per_model(options.images, parser)
     if options.worker:
+        options.images = options.images[options.model]
         return worker(options)
     if options.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch is warm-up")
@@ -243,7 +265,8 @@ def main() -> None:
         for model, by_way in runs.items()
     }
     layout = ", channels_last" if options.channels_last else ""
-    print(f"\n{options.threads} threads, {options.epochs} epochs of {options.images:,} images per run{layout}, "
+    images = ", ".join(f"{model} {options.images[model]:,}" for model in options.models)
+    print(f"\n{options.threads} threads, {options.epochs} epochs per run ({images} images each){layout}, "
           f"median of {options.repeats} runs\n")  # fmt: skip
     print(table(results, ways))
     if peak_rss_mb:
@@ -251,7 +274,7 @@ def main() -> None:
     fields = {
         "threads": options.threads,
         "epochs": options.epochs,
-        "images_per_epoch": options.images,
+        "images_per_epoch": {model: options.images[model] for model in options.models},
         "channels_last": options.channels_last,
         "repeats": options.repeats,
         "images_per_s": results,
