@@ -7,7 +7,7 @@ must be chosen before the first ``import keras``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,16 @@ import torchvision  # noqa: F401  (before Keras: TensorFlow loaded before torch'
 from support import real_data_dir, write_dataset
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The data cache's default home for every test and the CLIs they start: each test's data folder is a new
+    cache key, and the user's ``~/.cache/fmnist_lightning`` would keep a copy of each from every run."""
+    cache_home = tmp_path_factory.mktemp("xdg_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(cache_home))
+        yield cache_home
 
 
 @pytest.fixture
