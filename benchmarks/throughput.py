@@ -11,9 +11,9 @@ the steady state (the median over epochs after the first), then the median over 
 model by model, way after way (in reverse order every other repeat), so a slow spell of the machine hits all ways
 alike. No augmentation, so that the three do the same work. An epoch here is the first ``--images`` training images
 (the throughput of a full epoch, in less time); ``fit`` gets it as ``--trainer.limit_train_batches``. A model may get
-its own count (``--images 20000 lenet=60000``): the fast ones need more images for an epoch long enough to average
-out this VM's second-to-second swings. ``--channels-last`` measures ``fit`` and ``bare`` with the models'
-``channels_last`` option. Usage::
+its own count (``--images 20000 lenet=60000``): the fast ones need more images for epochs of several seconds (a
+10,000-image LeNet-5 epoch takes under a second on a 2-core CPU, shorter than a shared VM's swings).
+``--channels-last`` measures ``fit`` and ``bare`` with the models' ``channels_last`` option. Usage::
 
     python benchmarks/throughput.py --data-dir ../shared/data/fashion-mnist [--models lenet custom_cnn] [--epochs 3]
 """
