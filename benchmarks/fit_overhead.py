@@ -50,9 +50,10 @@ class InterleavedBareSteps(L.Callback):
     ) -> None:
         step_end = time.perf_counter()
         sizes = [len(images) for images, _ in training_batches(batch)]
+        images_in_step = sum(sizes)
         measured = trainer.current_epoch > 0 and self.block_end is not None
         if measured:
-            self.fit_s_per_image.append((step_end - self.block_end) / sum(sizes))
+            self.fit_s_per_image.append((step_end - self.block_end) / images_in_step)
         start = time.perf_counter()
         for size in sizes:
             index = torch.randint(len(self.images), (size,))
@@ -62,7 +63,7 @@ class InterleavedBareSteps(L.Callback):
             self.optimizer.step()
         self.block_end = time.perf_counter()
         if measured:
-            self.bare_s_per_image.append((self.block_end - start) / sum(sizes))
+            self.bare_s_per_image.append((self.block_end - start) / images_in_step)
 
 
 def measure(model: str, options: argparse.Namespace, logs: str) -> dict[str, Any]:
