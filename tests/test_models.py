@@ -19,7 +19,7 @@ from fmnist_lightning.models import (
     WideResNet,
     count_params,
 )
-from fmnist_lightning.models.keras_layers import BatchNorm, Dropout
+from fmnist_lightning.models.keras_layers import BatchNorm, Dropout, MaxPooling2D
 from fmnist_lightning.models.wide_resnet import WideBlock
 
 # The study's Keras count_params(): total and trainable.
@@ -225,3 +225,30 @@ def test_dropout_keeps_a_share_of_one_minus_the_rate_and_scales_it_up():
     assert abs(kept.float().mean().item() - 0.6) < 0.005  # 320,000 draws: the standard error is 0.0009
     assert torch.equal(Dropout(0.0)(values), values) and not torch.any(Dropout(1.0)(values))
     assert torch.equal(dropout.eval()(values), values)
+
+
+@pytest.mark.parametrize("size", [26, 11])
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
+def test_max_pooling_compiles_to_the_same_values_and_gradients_as_torchs(size, memory_format):
+    """In a compiled training step the pooling is element-wise operations (no max_pool2d in the graph), and gives
+    torch's values and gradients bit for bit, ties included: the whole gradient to each window's first maximum."""
+    torch.manual_seed(0)
+    # ReLU'd, rounded values: many windows hold two or more equal maxima, zeros and positive values alike
+    features = torch.randn(4, 8, size, size).relu().round(decimals=1).contiguous(memory_format=memory_format)
+    upstream = torch.randn(4, 8, size // 2, size // 2)
+    graphs = []
+
+    def capture(graph: torch.fx.GraphModule, _: list) -> torch.fx.GraphModule:
+        graphs.append(graph)
+        return graph
+
+    results = []
+    for layer in (nn.MaxPool2d(2), torch.compile(MaxPooling2D(), backend=capture, fullgraph=True)):
+        x = features.clone().requires_grad_()
+        pooled = layer(x)
+        (grad,) = torch.autograd.grad(pooled, x, upstream)
+        results.append((pooled, grad))
+    (expected, expected_grad), (pooled, grad) = results
+    assert len(graphs) == 1 and "max_pool2d" not in graphs[0].code
+    assert torch.equal(pooled, expected) and torch.equal(grad, expected_grad)
+    assert torch.equal(MaxPooling2D()(features), expected)  # outside compile: torch's own kernel

@@ -5,7 +5,7 @@ from typing import Any
 from torch import nn
 
 from fmnist_lightning.models.base import FashionMNISTClassifier
-from fmnist_lightning.models.keras_layers import BatchNorm, Dropout, glorot_uniform_, he_uniform_
+from fmnist_lightning.models.keras_layers import BatchNorm, Dropout, MaxPooling2D, glorot_uniform_, he_uniform_
 
 
 class CustomCNN(FashionMNISTClassifier):
@@ -17,11 +17,11 @@ class CustomCNN(FashionMNISTClassifier):
             he_uniform_(nn.Conv2d(1, 32, 3)),  # 32@26×26
             nn.ReLU(),
             BatchNorm(32),
-            nn.MaxPool2d(2),  # 32@13×13
+            MaxPooling2D(),  # 32@13×13
             he_uniform_(nn.Conv2d(32, 64, 3)),  # 64@11×11
             nn.ReLU(),
             BatchNorm(64),
-            nn.MaxPool2d(2),  # 64@5×5
+            MaxPooling2D(),  # 64@5×5
             nn.Flatten(),
             Dropout(dropout),
             he_uniform_(nn.Linear(64 * 5 * 5, 128)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -82,6 +83,62 @@ class ExactBatchNorm2d(nn.BatchNorm2d):
             self.running_var.lerp_(var * (count / (count - 1)), self.momentum)
             self.num_batches_tracked.add_(1)
         return output
+
+
+def _pool_windows(x: torch.Tensor) -> torch.Tensor:
+    """The 2×2 windows of an N×C×H×W tensor as an N×C×(H/2)×2×(W/2)×2 view; an odd last row or column is left out
+    ('valid' pooling)."""
+    height, width = x.shape[-2] // 2, x.shape[-1] // 2
+    return x[..., : 2 * height, : 2 * width].unflatten(2, (height, 2)).unflatten(4, (width, 2))
+
+
+class _WindowMax(torch.autograd.Function):
+    """2×2, stride-2 max pooling with torch's gradient (all of it to each window's first maximum, row-major), in
+    element-wise operations that inductor fuses with the batch norm and ReLU around it.
+
+    Hand-written because inductor compiles ``max_pool2d``'s backward to a scatter over NCHW-ordered buffers, and for
+    the custom CNN's channels-last activations that cost layout shuffles and an extra pass over 2.8 MB a step: with
+    this, its compiled training step was 11 % faster (README, Speed).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        pooled = _pool_windows(x).amax(dim=(3, 5))
+        ctx.save_for_backward(x, pooled)
+        return pooled
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        x, pooled = ctx.saved_tensors
+        windows = _pool_windows(x)
+        top_left, top_right, bottom_left, bottom_right = (
+            windows[:, :, :, row, :, column] == pooled for row in (0, 1) for column in (0, 1)
+        )
+        first = (
+            top_left,
+            top_right & ~top_left,
+            bottom_left & ~(top_left | top_right),
+            bottom_right & ~(top_left | top_right | bottom_left),
+        )
+        top, bottom = (
+            torch.stack([torch.where(is_first, grad, 0.0) for is_first in pair], dim=-1).flatten(-2)
+            for pair in (first[:2], first[2:])
+        )
+        pooled_grad = torch.stack((top, bottom), dim=3).flatten(2, 3)  # N×C×2h×2w
+        return F.pad(pooled_grad, (0, x.shape[-1] - pooled_grad.shape[-1], 0, x.shape[-2] - pooled_grad.shape[-2]))
+
+
+class MaxPooling2D(nn.MaxPool2d):
+    """Keras's ``MaxPooling2D()``: 2×2 windows, stride 2, 'valid'. Torch's own kernel, except in a compiled training
+    step, where ``_WindowMax`` gives the same values and gradients in a form inductor fuses."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling() and x.requires_grad and x.dim() == 4:
+            return _WindowMax.apply(x)
+        return super().forward(x)
 
 
 class Dropout(nn.Dropout):
