@@ -13,7 +13,7 @@ import torch
 
 from support import REPO, error_line, write_dataset
 
-STEPS_PER_EPOCH = 50  # 400 training images in batches of 8, which lenet.yaml takes 8 at a time: 6 × 8 + 2
+STEPS_PER_EPOCH = 50  # 400 training images in batches of 8, taken 8 batches at a time (fit below): 6 × 8 + 2
 KILLED_AT = 74  # in the second epoch (steps 51–100), after its third group of 8 steps
 SCHEDULER = '{"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 1, "gamma": 0.5}}'
 
@@ -23,6 +23,7 @@ def fit(data: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     command += ["--data.data_dir", str(data), "--data.batch_size", "8", "--trainer.enable_progress_bar", "false"]
     command += ["--model.init_args.optimizer", "torch.optim.Adam", "--model.init_args.lr_scheduler", SCHEDULER]
     command += ["--run_metrics.latency", "false", "--run_metrics.activation_memory", "false"]
+    command += ["--model.init_args.steps_per_execution", "8"]  # the groups KILLED_AT and the resume count on
     command += ["--trainer.max_epochs", "3", *args]
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "XDG_CACHE_HOME": str(cwd / "cache")}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
