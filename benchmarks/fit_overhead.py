@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from results_file import new_results_file, write_results
 from throughput import MODELS, ROOT, batch_size, steps_per_execution
 
-from fmnist_lightning.cli import FashionMNISTCLI
-from fmnist_lightning.data import training_batches
+from fmnist_lightning.commands.cli import FashionMNISTCLI
+from fmnist_lightning.training.multi_step import training_batches
 
 
 class InterleavedBareSteps(L.Callback):

@@ -69,7 +69,7 @@ def run_bare(config: Path, options: argparse.Namespace) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from fmnist_lightning.cli import FashionMNISTCLI
+    from fmnist_lightning.commands.cli import FashionMNISTCLI
 
     cli = FashionMNISTCLI(["--config", str(config), *torch_args(options), "--trainer.logger", "false"], run=False)
     model, data = cli.model, cli.datamodule

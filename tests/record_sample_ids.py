@@ -4,7 +4,7 @@ from pathlib import Path
 
 import lightning as L
 
-from fmnist_lightning.data import training_batches
+from fmnist_lightning.training.multi_step import training_batches
 from support import sample_ids
 
 

@@ -123,7 +123,7 @@ def test_checkpoint_keywords_pick_the_run_of_the_configs_recipe(tmp_path, tiny_d
 def test_a_setting_added_to_the_project_after_a_run_does_not_hide_the_run(tmp_path):
     import yaml
 
-    from fmnist_lightning import runs
+    from fmnist_lightning.commands import runs
 
     run = tmp_path / "LeNet5" / "version_0"
     (run / "checkpoints").mkdir(parents=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from fmnist_lightning.compare import compare_command
+from fmnist_lightning.commands.compare import compare_command
 
 LENET = {
     "model": "LeNet5",

@@ -14,8 +14,8 @@ import yaml
 from PIL import Image
 from sklearn.model_selection import KFold
 
-from fmnist_lightning.cv import STUDY_FOLDS, cv_command, summary_line
-from fmnist_lightning.data import FashionMNISTDataModule
+from fmnist_lightning.commands.cv import STUDY_FOLDS, cv_command, summary_line
+from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.models import LeNet5
 from support import REPO, sample_ids, write_dataset
 

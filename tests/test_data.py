@@ -13,7 +13,8 @@ from sklearn.model_selection import KFold
 from torchvision.datasets import FashionMNIST
 
 from fmnist_lightning import CLASS_NAMES, UserInputError
-from fmnist_lightning.data import MEAN, STD, study_folds
+from fmnist_lightning.data.datasets import study_folds
+from fmnist_lightning.fashion_mnist import MEAN, STD
 from fmnist_lightning.models import LeNet5
 from support import idx_bytes, sample_ids, write_dataset
 

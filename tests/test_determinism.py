@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmnist_lightning.cli import FashionMNISTCLI
+from fmnist_lightning.commands.cli import FashionMNISTCLI
 from support import REPO
 
 # custom_cnn_plus: dropout, batch norm, per-image crops and flips, label smoothing, weight EMA; seed_efficientnet: the

@@ -11,8 +11,10 @@ import onnxruntime
 import pytest
 import torch
 
-from fmnist_lightning.data import FashionMNISTDataModule
-from fmnist_lightning.export import export_command
+from fmnist_lightning.commands.convert_keras import save_converted_checkpoint
+from fmnist_lightning.commands.export import export_command
+from fmnist_lightning.commands.runs import INSTANTIATOR
+from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.models import (
     MODELS,
     CustomCNN,
@@ -22,8 +24,6 @@ from fmnist_lightning.models import (
     LeNet5,
     WideResNet,
 )
-from fmnist_lightning.parity import save_converted_checkpoint
-from fmnist_lightning.runs import INSTANTIATOR
 from support import REPO
 
 # the tests load the TorchScript files with torch.jit.load, deprecated in torch 2.14 like all of TorchScript

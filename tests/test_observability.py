@@ -15,7 +15,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from fmnist_lightning.data import CLASS_NAMES
+from fmnist_lightning.fashion_mnist import CLASS_NAMES
 from support import REPO
 from test_cli import cli, ok
 

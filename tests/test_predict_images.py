@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from fmnist_lightning import CLASS_NAMES, UserInputError, load
-from fmnist_lightning.cli import main
-from fmnist_lightning.data import MEAN, STD, FashionMNISTDataModule, ImageBatch
-from fmnist_lightning.images import UnreadableImageError, fashion_mnist_pixels
+from fmnist_lightning.commands.cli import main
+from fmnist_lightning.data import MEAN, STD, FashionMNISTDataModule
+from fmnist_lightning.data.datasets import ImageBatch
+from fmnist_lightning.data.images import UnreadableImageError, fashion_mnist_pixels
 from support import FILES, REPO, read_idx
 
 LENET = REPO / "weights" / "lenet.ckpt"  # trained on x / 255

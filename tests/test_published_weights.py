@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from fmnist_lightning import UserInputError, load
-from fmnist_lightning.cli import FashionMNISTCLI
+from fmnist_lightning.commands.cli import FashionMNISTCLI
+from fmnist_lightning.commands.publish import measure_test_accuracy, publish, sha256
 from fmnist_lightning.models import count_params
-from fmnist_lightning.publish import measure_test_accuracy, publish, read_card, sha256
+from fmnist_lightning.weights import read_card
 from support import REPO
 
 WEIGHTS = sorted((REPO / "weights").glob("*.ckpt"))

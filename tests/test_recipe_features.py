@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from fmnist_lightning import UserInputError
-from fmnist_lightning.augment import RandomCrop, RandomErasing, RandomHorizontalFlip
-from fmnist_lightning.cli import FashionMNISTCLI
+from fmnist_lightning.commands.cli import FashionMNISTCLI
+from fmnist_lightning.data.augment import RandomCrop, RandomErasing, RandomHorizontalFlip
 from fmnist_lightning.models import FastCNN, LeNet5
 from support import REPO
 
@@ -144,7 +144,7 @@ def test_warmup_refuses_one_cycle(tiny_data, tmp_path):
 
 @pytest.mark.parametrize(
     ("callback", "follows_training"),
-    [("fmnist_lightning.callbacks.EMAWithWarmup", True), ("lightning.pytorch.callbacks.EMAWeightAveraging", False)],
+    [("fmnist_lightning.training.EMAWithWarmup", True), ("lightning.pytorch.callbacks.EMAWeightAveraging", False)],
 )
 def test_ema_warmup_lets_the_average_follow_the_weights_early(tiny_data, tmp_path, callback, follows_training):
     """After a few steps at decay 0.999 the fixed-decay average is still ~the random initial weights."""
@@ -169,7 +169,7 @@ def test_ema_batch_norm_statistics_are_those_of_the_averaged_weights(tiny_data, 
     trained weights are those of the same run without it."""
 
     def fit_with_ema(bn_batches: int) -> tuple[dict, FashionMNISTCLI]:
-        ema = {"class_path": "fmnist_lightning.callbacks.EMAWithWarmup", "init_args": {"bn_batches": bn_batches}}
+        ema = {"class_path": "fmnist_lightning.training.EMAWithWarmup", "init_args": {"bn_batches": bn_batches}}
         logs = tmp_path / f"logs_{bn_batches}"
         cli = make_cli(
             tiny_data, tmp_path, "--config", str(REPO / "configs/fast.yaml"), "--data.data_dir", str(tiny_data),
@@ -198,7 +198,7 @@ def test_ema_batch_norm_statistics_are_those_of_the_averaged_weights(tiny_data, 
 
 
 def test_ema_decay_warms_up_to_its_ceiling():
-    from fmnist_lightning.callbacks import ema_decay
+    from fmnist_lightning.training.ema import ema_decay
 
     decays = [ema_decay(updates, 0.999) for updates in (0, 1, 10, 100, 1000, 10_000, 100_000)]
     assert decays[0] == 0  # the first update copies the weights

@@ -8,10 +8,10 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fmnist_lightning.callbacks import RunMetrics
-from fmnist_lightning.cli import FashionMNISTCLI, main
+from fmnist_lightning.commands.cli import FashionMNISTCLI, main
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.models import CustomCNN, FastCNN, LeNet5
+from fmnist_lightning.observe.run_metrics import RunMetrics
 from support import REPO, error_line
 
 
@@ -193,6 +193,6 @@ def test_steps_per_execution_refuses_weight_averaging_before_the_run_folder(tiny
     logs = tmp_path / "logs"
     args = ["fit", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data)]
     args += ["--trainer.logger.init_args.save_dir", str(logs), "--model.init_args.steps_per_execution", "4"]
-    assert main([*args, "--trainer.callbacks+=fmnist_lightning.callbacks.EMAWithWarmup"]) == 2
+    assert main([*args, "--trainer.callbacks+=fmnist_lightning.training.EMAWithWarmup"]) == 2
     assert error_line(capsys.readouterr().err).startswith("error: EMAWithWarmup averages once per training step")
     assert not logs.exists()

@@ -1,27 +1,35 @@
-"""The Keras Fashion-MNIST study's CNNs, reimplemented with PyTorch Lightning."""
+"""The Keras Fashion-MNIST study's CNNs, reimplemented with PyTorch Lightning.
 
-from fmnist_lightning.data import CLASS_NAMES, FashionMNISTDataModule
+The names below load on first use (PEP 562), so that ``python -m fmnist_lightning --help`` and ``models`` answer
+without importing torch and Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.models import (
-    BrownleeCNN,
-    CustomCNN,
-    EfficientNet,
-    FashionMNISTClassifier,
-    LeNet5,
-    SeedEfficientNet,
-)
-from fmnist_lightning.predictions import load
+from fmnist_lightning.fashion_mnist import CLASS_NAMES
+from fmnist_lightning.registry import create_model, list_models, register_model
 
 __version__ = "0.1.0"
-__all__ = [
-    "CLASS_NAMES",
-    "BrownleeCNN",
-    "CustomCNN",
-    "EfficientNet",
-    "FashionMNISTClassifier",
-    "FashionMNISTDataModule",
-    "LeNet5",
-    "SeedEfficientNet",
-    "UserInputError",
-    "load",
-]
+_LAZY = {
+    "FashionMNISTDataModule": "fmnist_lightning.data",
+    "FashionMNISTClassifier": "fmnist_lightning.training",
+    "BrownleeCNN": "fmnist_lightning.models",
+    "CustomCNN": "fmnist_lightning.models",
+    "EfficientNet": "fmnist_lightning.models",
+    "FastCNN": "fmnist_lightning.models",
+    "LeNet5": "fmnist_lightning.models",
+    "SeedEfficientNet": "fmnist_lightning.models",
+    "WideResNet": "fmnist_lightning.models",
+    "load": "fmnist_lightning.commands.predictions",
+}
+__all__ = ["CLASS_NAMES", "UserInputError", "create_model", "list_models", "register_model", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fmnist_lightning' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from fmnist_lightning.cli import main
+from fmnist_lightning.commands.main import main
 
 raise SystemExit(main())

@@ -87,7 +87,7 @@ NOTES = """## Notes
 
 **Reference.** `tests/parity/keras_models.py` defines the study's four Keras models as its notebooks wrote them
 (channels-last, Keras initialisers, the same padding, BatchNormalization and Dropout, softmax output). Weights go
-from Keras to the Lightning model through `fmnist_lightning.parity` (the converter behind `convert-keras`):
+from Keras to the Lightning model through `fmnist_lightning.commands.convert_keras` (`convert-keras`):
 NHWC→NCHW kernels, depthwise kernels, BN γ/β/moving statistics, and the first Dense after a Flatten permuted from
 Keras's (h, w, c) feature order to torch's (c, h, w).
 
@@ -105,7 +105,7 @@ two float32 implementations. Weights whose first gradient is below 1e-4 are ther
 not asserted; all others are.
 
 **KerasAdam vs `torch.optim.Adam`.** Keras adds ε to the raw √v and folds both bias corrections into the step
-size; torch adds ε to the bias-corrected √v̂. `fmnist_lightning.optim.KerasAdam` computes Keras's form and the
+size; torch adds ε to the bias-corrected √v̂. `fmnist_lightning.training.KerasAdam` computes Keras's form and the
 study-recipe configs use it; the `torch.optim.Adam` rows show what torch's own Adam (lr 1e-3, eps 1e-7) gives on
 the same batches.
 

@@ -33,8 +33,8 @@ import torch
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 from scipy.stats import ks_2samp
 
-from fmnist_lightning.augment import RandomAffine, affine_warp, study_augmentation
-from fmnist_lightning.data import InMemoryImages
+from fmnist_lightning.data.augment import RandomAffine, affine_warp, study_augmentation
+from fmnist_lightning.data.datasets import InMemoryImages
 from support import study_arrays
 
 STUDY = {"rotation_range": 10, "width_shift_range": 0.1, "height_shift_range": 0.1, "zoom_range": 0.1}

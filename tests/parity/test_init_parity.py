@@ -22,7 +22,7 @@ import torch
 from keras.src.initializers.random_initializers import compute_fans
 from test_models_parity import IDS, PAIRS
 
-from fmnist_lightning.parity import BatchNormLayer, torch_weighted_layers
+from fmnist_lightning.commands.convert_keras import BatchNormLayer, torch_weighted_layers
 
 MIN_POOLED = 2880  # 0.05 / √(0.2 / 2880) = 6 standard errors
 STD_TOLERANCE = 0.05

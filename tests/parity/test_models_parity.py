@@ -12,8 +12,8 @@ from fixtures.make_lenet5_keras2_h5 import keras2_weights
 from keras_models import brownlee_cnn, custom_cnn, lenet5, seed_efficientnet
 
 from fmnist_lightning import UserInputError
+from fmnist_lightning.commands.convert_keras import load_keras_weights
 from fmnist_lightning.models import BrownleeCNN, CustomCNN, LeNet5, SeedEfficientNet, count_params
-from fmnist_lightning.parity import load_keras_weights
 from support import study_arrays
 
 KERAS2_FILE = Path(__file__).with_name("fixtures") / "lenet5_keras2.h5"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmnist_lightning.optim import KerasAdam
+from fmnist_lightning.training import KerasAdam
 
 
 def run_keras(initial: np.ndarray, grads: list[np.ndarray], **kwargs) -> np.ndarray:

@@ -28,8 +28,8 @@ from keras_models import brownlee_cnn, custom_cnn, lenet5, seed_efficientnet
 from lightning.pytorch.cli import instantiate_class
 from test_models_parity import randomize_batchnorm_statistics
 
+from fmnist_lightning.commands.convert_keras import load_keras_weights
 from fmnist_lightning.models import BrownleeCNN, CustomCNN, FashionMNISTClassifier, LeNet5, SeedEfficientNet
-from fmnist_lightning.parity import load_keras_weights
 from support import REPO, study_arrays
 
 BN_MOMENTUM = 0.01  # torch's, = 1 − Keras's 0.99

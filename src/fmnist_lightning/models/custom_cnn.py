@@ -1,31 +1,15 @@
-"""The study's custom CNN (its third iteration, its best CNN): two conv/BN/pool stages, Dropout, Dense 128 + BN."""
+"""The study's custom CNN, its best CNN (``configs/custom_cnn.yaml``)."""
 
 from typing import Any
 
-from torch import nn
+from fmnist_lightning.networks.custom_cnn import custom_cnn
+from fmnist_lightning.registry import register_model
+from fmnist_lightning.training import FashionMNISTClassifier
 
-from fmnist_lightning.models.base import FashionMNISTClassifier
-from fmnist_lightning.models.keras_layers import BatchNorm, Dropout, MaxPooling2D, glorot_uniform_, he_uniform_
 
-
+@register_model("custom_cnn")
 class CustomCNN(FashionMNISTClassifier):
-    """225,930 parameters in Keras's count (225,482 trainable + 448 BN running statistics)."""
+    """``networks.custom_cnn`` with its dropout rate."""
 
     def __init__(self, dropout: float = 0.4, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.net = nn.Sequential(
-            he_uniform_(nn.Conv2d(1, 32, 3)),  # 32@26×26
-            nn.ReLU(),
-            BatchNorm(32),
-            MaxPooling2D(),  # 32@13×13
-            he_uniform_(nn.Conv2d(32, 64, 3)),  # 64@11×11
-            nn.ReLU(),
-            BatchNorm(64),
-            MaxPooling2D(),  # 64@5×5
-            nn.Flatten(),
-            Dropout(dropout),
-            he_uniform_(nn.Linear(64 * 5 * 5, 128)),
-            nn.ReLU(),
-            BatchNorm(128, dims=1),
-            glorot_uniform_(nn.Linear(128, 10)),
-        )
+        super().__init__(net=custom_cnn(dropout), **kwargs)

@@ -1,31 +1,15 @@
-"""LeNet-5 as the study defined it in Keras (tanh activations, max pooling, 'same' first convolution)."""
+"""LeNet-5, the study's recipe's model (``configs/lenet.yaml``)."""
 
 from typing import Any
 
-from torch import nn
+from fmnist_lightning.networks.lenet import lenet5
+from fmnist_lightning.registry import register_model
+from fmnist_lightning.training import FashionMNISTClassifier
 
-from fmnist_lightning.models.base import FashionMNISTClassifier
-from fmnist_lightning.models.keras_layers import glorot_uniform_
 
-
+@register_model("lenet")
 class LeNet5(FashionMNISTClassifier):
-    """61,706 parameters. Keras defaults throughout: glorot-uniform kernels, zero biases."""
+    """The study's LeNet-5 (``networks.lenet5``) trained as ``FashionMNISTClassifier`` trains every model."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.net = glorot_uniform_(
-            nn.Sequential(
-                nn.Conv2d(1, 6, 5, padding="same"),  # C1: 6@28×28
-                nn.Tanh(),
-                nn.MaxPool2d(2),  # S2: 6@14×14
-                nn.Conv2d(6, 16, 5),  # C3: 16@10×10
-                nn.Tanh(),
-                nn.MaxPool2d(2),  # S4: 16@5×5
-                nn.Flatten(),
-                nn.Linear(16 * 5 * 5, 120),  # C5
-                nn.Tanh(),
-                nn.Linear(120, 84),  # F6
-                nn.Tanh(),
-                nn.Linear(84, 10),  # output; the softmax is in the loss
-            )
-        )
+        super().__init__(net=lenet5(), **kwargs)

@@ -1,46 +1,15 @@
-"""The study's "EfficientNet": in fact a MobileNet-v1-style stack of depthwise-separable convolutions."""
+"""The study's "EfficientNet", a depthwise-separable net (``configs/seed_efficientnet.yaml``)."""
 
 from typing import Any
 
-from timm.layers import create_conv2d
-from torch import nn
-
-from fmnist_lightning.models.base import FashionMNISTClassifier
-from fmnist_lightning.models.keras_layers import BatchNorm, glorot_uniform_
-
-# (filters, stride) of the five depthwise-separable blocks; spatial size 14 → 14 → 7 → 4 → 4 → 2.
-BLOCKS = ((64, 1), (128, 2), (256, 2), (256, 1), (512, 2))
+from fmnist_lightning.networks.seed_efficientnet import seed_efficientnet
+from fmnist_lightning.registry import register_model
+from fmnist_lightning.training import FashionMNISTClassifier
 
 
-def conv_bn_swish(
-    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, depthwise: bool = False
-) -> list[nn.Module]:
-    """Keras ``Conv2D``/``DepthwiseConv2D(padding='same', use_bias=False)`` → BN → swish.
-
-    timm's ``padding='same'`` pads like TensorFlow: with stride 2 on an even input, 0 before and 1 after.
-    """
-    conv = create_conv2d(
-        in_channels, out_channels, kernel_size, stride=stride, padding="same", depthwise=depthwise, bias=False
-    )
-    return [conv, BatchNorm(out_channels), nn.SiLU()]
-
-
+@register_model("seed_efficientnet")
 class SeedEfficientNet(FashionMNISTClassifier):
-    """321,418 parameters in Keras's count (317,450 trainable)."""
+    """``networks.seed_efficientnet``: what the study called "EfficientNet"."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        layers = conv_bn_swish(1, 32, 3, stride=2)  # stem: 32@14×14
-        in_channels = 32
-        for filters, stride in BLOCKS:
-            layers += conv_bn_swish(in_channels, in_channels, 3, stride, depthwise=True)
-            layers += conv_bn_swish(in_channels, filters, 1)
-            in_channels = filters
-        layers += [
-            nn.AdaptiveAvgPool2d(1),  # GlobalAveragePooling2D
-            nn.Flatten(),
-            nn.Linear(512, 128),
-            nn.SiLU(),
-            nn.Linear(128, 10),
-        ]
-        self.net = glorot_uniform_(nn.Sequential(*layers))
+        super().__init__(net=seed_efficientnet(), **kwargs)

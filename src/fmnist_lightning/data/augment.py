@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from timm.data.random_erasing import RandomErasing as TimmRandomErasing
 from torch import nn
 
+from fmnist_lightning.fashion_mnist import MEAN, STD
+
 
 def affine_warp(
     images: torch.Tensor, angle: torch.Tensor, translate: torch.Tensor, scale: torch.Tensor, fill: float = 0.0
@@ -132,6 +134,9 @@ class RandomErasing(nn.Module):
     """timm's ``RandomErasing`` (per image: whether, where, how large; per-pixel normal noise) on the batch's device.
 
     timm fixes its device when it is built; this one follows the batch, so the same config runs on CPU and GPU.
+    timm's noise is N(0, 1) in standardised units, as its pipelines erase after normalising; the batches here are
+    [0, 1] pixels (a model standardises them itself), so the batch is erased in standardised units and brought back:
+    the noise is N(0, 1) in the space the model sees after ``standardize``.
     """
 
     def __init__(self, probability: float = 0.25) -> None:
@@ -142,20 +147,22 @@ class RandomErasing(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.erasing.device = images.device
-        return self.erasing(images)  # in place: the batch is the loader's (or an earlier step's) fresh tensor
+        standardised = images.sub(MEAN).div_(STD)
+        return self.erasing(standardised).mul_(STD).add_(MEAN)  # timm erases in place: a fresh tensor here
 
     def extra_repr(self) -> str:
         return f"probability={self.erasing.probability}"
 
 
 def build_augmentation(
-    crop_padding: int, hflip: bool, affine: bool, erasing: float, fill: float
+    crop_padding: int, hflip: bool, affine: bool, erasing: float
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The training augmentation, in the usual order: crop, flip, the study's affine warp, then erasing."""
+    """The training augmentation, in the usual order: crop, flip, the study's affine warp, then erasing; what the
+    crop and the warp bring in from outside the image is black (0), Fashion-MNIST's background."""
     steps = [
-        RandomCrop(crop_padding, fill) if crop_padding else None,
+        RandomCrop(crop_padding) if crop_padding else None,
         RandomHorizontalFlip() if hflip else None,
-        study_augmentation(fill) if affine else None,
+        study_augmentation() if affine else None,
         RandomErasing(erasing) if erasing else None,
     ]
     steps = [step for step in steps if step is not None]

@@ -1,37 +1,30 @@
-"""The command line: Lightning's fit/validate/test/predict through LightningCLI, beside the project's commands."""
+"""fit, validate, test and predict: LightningCLI with the project's defaults, run folders and checkpoints."""
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from fmnist_lightning import runs
-from fmnist_lightning.callbacks import RunMetrics, SaveOnInterrupt
-from fmnist_lightning.compare import compare_command
-from fmnist_lightning.data import FashionMNISTDataModule
+from fmnist_lightning.commands import runs
+from fmnist_lightning.commands.predictions import PredictionCSV
+from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.models import MODELS, STUDY_MODELS, FashionMNISTClassifier, count_params
-from fmnist_lightning.predictions import PredictionCSV
+from fmnist_lightning.lightning_private import TrainerWithoutDuplicateBar
+from fmnist_lightning.observe.run_metrics import RunMetrics
+from fmnist_lightning.training import FashionMNISTClassifier, SaveOnInterrupt
+from fmnist_lightning.training.module import saved_standardize
 
 TENSORBOARD = "lightning.pytorch.loggers.TensorBoardLogger"
 PROFILERS = {name: f"lightning.pytorch.profilers.{name.title()}Profiler" for name in ("simple", "advanced")} | {
     "pytorch": "lightning.pytorch.profilers.PyTorchProfiler"
-}
-LIGHTNING_COMMANDS = {
-    "fit": "train a model (--config configs/<model>.yaml); --ckpt_path last resumes its newest run",
-    "validate": "evaluate a checkpoint on the validation set",
-    "test": "evaluate a checkpoint on the official 10k test set (--ckpt_path best|last|FILE|RUN_DIR)",
-    "predict": "class probabilities on the test images, or your own with --data.predict_path FILE_OR_DIR",
 }
 
 
@@ -51,7 +44,7 @@ class SaveConfigBesideRun(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
 
-class FashionMNISTCLI(LightningCLI):
+class FashionMNISTCLI(TrainerWithoutDuplicateBar):
     """LightningCLI with the project's defaults: LeNet-5, a TensorBoard logger named after the model, best and last
     checkpoints (configurable under ``checkpoint:``), and a ``--ckpt_path`` that understands run folders."""
 
@@ -78,6 +71,8 @@ class FashionMNISTCLI(LightningCLI):
         # Lightning's default bar is Rich's when rich is installed (keras brings it): it redraws on every step, which
         # cost 15 % of LeNet-5's training throughput here; tqdm redrawn every refresh_rate steps ~3 %
         parser.add_lightning_class_args(TQDMProgressBar, "progress_bar")
+        # K optimizer steps per Lightning step need K batches per loader item (fmnist_lightning.training.multi_step)
+        parser.link_arguments("model.init_args.steps_per_execution", "data.batches_per_step")
         parser.set_defaults(
             {
                 "model": {"class_path": "fmnist_lightning.models.LeNet5"},
@@ -117,9 +112,7 @@ class FashionMNISTCLI(LightningCLI):
         saved = runs.read_checkpoint(checkpoint, command, config.model.class_path)
         config.ckpt_path = str(checkpoint)
         if command != "fit":  # evaluate with the inputs the model was trained on, as Lightning does the model's args
-            trained_data = saved.get("datamodule_hyper_parameters") or {}
-            if "standardize" in trained_data:
-                config.data.standardize = trained_data["standardize"]
+            config.model.init_args.standardize = saved_standardize(saved)
         run = runs.run_of_checkpoint(checkpoint)
         if command == "fit" and run is not None:
             runs.check_resume(checkpoint, checkpoint.parent.parent, config)
@@ -166,13 +159,6 @@ class FashionMNISTCLI(LightningCLI):
                     "choose a writable folder"
                 ) from None
 
-    def _instantiate_trainer(self, config: dict, callbacks: list[Callback]) -> Trainer:
-        """Leaves the project's progress bar out when the bar is off or the config brings its own."""
-        own_bar = any(isinstance(callback, ProgressBar) for callback in config.get("callbacks") or [])
-        if own_bar or config.get("enable_progress_bar") is False:
-            callbacks = [callback for callback in callbacks if not isinstance(callback, TQDMProgressBar)]
-        return super()._instantiate_trainer(config, callbacks)
-
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
         logger = _tensorboard_args(config)
@@ -199,100 +185,10 @@ def _model_name(config: Namespace) -> str:
     return config.model.class_path.rsplit(".", 1)[-1]
 
 
-def list_models(args: list[str]) -> int:
-    """Print the models with their parameter counts in Keras's convention."""
-    print(f"{'model':<18} {'parameters':>11}  class path")
-    for model in MODELS:
-        print(
-            f"{model.__name__:<18} {count_params(model()):>11,}  {model.__module__.rsplit('.', 1)[0]}.{model.__name__}"
-        )
-    return 0
-
-
-def convert_keras(args: list[str]) -> int:
-    """Turn a trained Keras model of the study into a Lightning checkpoint of the matching model."""
-    from fmnist_lightning.parity import load_keras_weights, save_converted_checkpoint
-
-    names = {model.__name__: model for model in STUDY_MODELS}
-    parser = argparse.ArgumentParser(
-        prog="python -m fmnist_lightning convert-keras",
-        description="Convert a Keras model of the study (.keras, .weights.h5 or legacy .h5) into a checkpoint "
-        "that `test --ckpt_path FILE` and `predict --ckpt_path FILE` accept.",
-    )
-    parser.add_argument("source", type=Path, help="the Keras model file")
-    parser.add_argument("--model", required=True, choices=list(names), help="the matching architecture")
-    parser.add_argument("--out", type=Path, help="the checkpoint to write (default: SOURCE's name with .ckpt)")
-    options = parser.parse_args(args)
-    out = options.out or Path(options.source.name.split(".")[0] + ".ckpt")
-    try:
-        model = load_keras_weights(names[options.model](), options.source)
-        save_converted_checkpoint(model, out, options.source)
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}: {options.model} with the weights of {options.source} ({count_params(model):,} parameters)")
-    print(f"evaluate it: python -m fmnist_lightning test --ckpt_path {out} --data.data_dir DATA_DIR")
-    return 0
-
-
-def publish(args: list[str]) -> int:
-    from fmnist_lightning.publish import publish_command
-
-    return publish_command(args)
-
-
-def export(args: list[str]) -> int:
-    from fmnist_lightning.export import export_command
-
-    return export_command(args)
-
-
-def cross_validate(args: list[str]) -> int:
-    """``cv``: imported when used, since it builds on this module's CLI class."""
-    from fmnist_lightning.cv import cv_command
-
-    return cv_command(args)
-
-
-PROJECT_COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
-    "models": ("list the models and their parameter counts", list_models),
-    "convert-keras": ("convert a trained Keras model of the study into a checkpoint", convert_keras),
-    "compare": ("compare runs side by side: reports/comparison.md, .csv, .png", compare_command),
-    "cv": ("k-fold cross-validation of a recipe on the study's folds: mean ± std, box plot", cross_validate),
-    "publish": ("publish a run's checkpoint into weights/ with a model card", publish),
-    "export": ("export a checkpoint as ONNX or TorchScript (probabilities from [0, 1] pixels)", export),
-}
-
-
-def usage() -> str:
-    lines = [
-        "usage: python -m fmnist_lightning COMMAND [options]   (or: fmnist COMMAND ...)",
-        "",
-        "Lightning commands:",
-    ]
-    lines += [f"  {name:<13} {text}" for name, text in LIGHTNING_COMMANDS.items()]
-    lines += ["", "Project commands:"]
-    lines += [f"  {name:<13} {text}" for name, (text, _) in PROJECT_COMMANDS.items()]
-    lines += [
-        "",
-        "`COMMAND --help` lists a command's options; `fit --config configs/lenet.yaml --print_config` shows a config.",
-    ]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m fmnist_lightning`` and ``fmnist``; returns the exit code."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
-        print(usage())
-        return 0
-    if args[0] in PROJECT_COMMANDS:
-        return PROJECT_COMMANDS[args[0]][1](args[1:])
+def lightning_command(argv: list[str] | None) -> int:
+    """fit, validate, test or predict through LightningCLI; the exit status."""
     try:
         cli = FashionMNISTCLI(argv)  # None: LightningCLI reads sys.argv itself
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except SIGTERMException:  # Lightning's SystemExit after SaveOnInterrupt saved the run
         print("stopped by SIGTERM; resume with: fit --config ... --ckpt_path last", file=sys.stderr)
         return 128 + signal.SIGTERM

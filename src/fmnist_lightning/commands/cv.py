@@ -25,7 +25,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser
 from matplotlib.figure import Figure
 
-from fmnist_lightning.cli import FashionMNISTCLI, _model_name, _tensorboard_args
+from fmnist_lightning.commands.cli import FashionMNISTCLI, _model_name, _tensorboard_args
 from fmnist_lightning.errors import UserInputError
 
 # The study's fold accuracies (%) in fold order, from its notebooks (STUDY.md); same folds as --data.fold 0..4.

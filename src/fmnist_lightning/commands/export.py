@@ -19,10 +19,10 @@ import torch
 from lightning.pytorch.core.module import _jit_is_scripting
 from torch import nn
 
-from fmnist_lightning.data import MEAN, STD
+from fmnist_lightning.commands.predictions import load
 from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.fashion_mnist import MEAN, STD
 from fmnist_lightning.models import FashionMNISTClassifier
-from fmnist_lightning.predictions import load
 
 # a batch of 2, not 1: traced with one image, the batch size could be taken for a constant
 EXAMPLE_IMAGES = (2, 1, 28, 28)

@@ -7,6 +7,7 @@ Layers are paired in order, Keras's weighted layers against the module's conv, d
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import warnings
@@ -18,9 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist_lightning import runs
+from fmnist_lightning.commands import runs
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.models.base import FashionMNISTClassifier
+from fmnist_lightning.registry import list_models, model_class
+from fmnist_lightning.training.module import FashionMNISTClassifier, count_params
 
 BatchNormLayer = nn.modules.batchnorm._BatchNorm
 
@@ -240,3 +242,25 @@ def save_converted_checkpoint(model: FashionMNISTClassifier, path: Path, source:
     torch.save(checkpoint, partial)
     partial.replace(path)
     return path
+
+
+def convert_command(args: list[str]) -> int:
+    """Turn a trained Keras model of the study into a Lightning checkpoint of the matching model."""
+    from fmnist_lightning.parity import load_keras_weights, save_converted_checkpoint
+
+    names = {info.class_name: info for info in list_models() if info.study is not None}  # the study's four
+    parser = argparse.ArgumentParser(
+        prog="python -m fmnist_lightning convert-keras",
+        description="Convert a Keras model of the study (.keras, .weights.h5 or legacy .h5) into a checkpoint "
+        "that `test --ckpt_path FILE` and `predict --ckpt_path FILE` accept.",
+    )
+    parser.add_argument("source", type=Path, help="the Keras model file")
+    parser.add_argument("--model", required=True, choices=list(names), help="the matching architecture")
+    parser.add_argument("--out", type=Path, help="the checkpoint to write (default: SOURCE's name with .ckpt)")
+    options = parser.parse_args(args)
+    out = options.out or Path(options.source.name.split(".")[0] + ".ckpt")
+    model = load_keras_weights(model_class(names[options.model].class_path)(), options.source)
+    save_converted_checkpoint(model, out, options.source)
+    print(f"wrote {out}: {options.model} with the weights of {options.source} ({count_params(model):,} parameters)")
+    print(f"evaluate it: python -m fmnist_lightning test --ckpt_path {out} --data.data_dir DATA_DIR")
+    return 0

@@ -9,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from fmnist_lightning.data import CLASS_NAMES
+from fmnist_lightning.fashion_mnist import CLASS_NAMES
 
 CURVES = {"acc": "accuracy", "loss": "loss"}
 

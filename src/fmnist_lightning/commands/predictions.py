@@ -12,10 +12,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from fmnist_lightning import models, runs
-from fmnist_lightning.data import ImageBatch
+from fmnist_lightning import models
+from fmnist_lightning.commands import runs
+from fmnist_lightning.data.datasets import ImageBatch
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.models.base import FashionMNISTClassifier, Prediction, rank_classes
+from fmnist_lightning.training.module import FashionMNISTClassifier
+from fmnist_lightning.training.prediction import Prediction, rank_classes
 
 CSV_COLUMNS = ("file", "class_index", "class_name", "probability", "top3")
 

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fmnist_lightning import runs
-from fmnist_lightning.callbacks import METRICS_FILE
+from fmnist_lightning.commands import runs
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.models import MODELS
+from fmnist_lightning.observe.record import METRICS_FILE
 
 MODEL_ORDER = [model.__name__ for model in MODELS]  # the study's four, then timm's EfficientNet
 

@@ -19,174 +19,24 @@ the machine did too. These are the defined measures instead (all on rank 0 under
 
 from __future__ import annotations
 
-import copy
-import itertools
-import json
-import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.callbacks import EMAWeightAveraging
-from lightning.pytorch.loops.progress import _BatchProgress
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from fmnist_lightning.data import training_batches
-from fmnist_lightning.figures import CURVES, save_learning_curves
-from fmnist_lightning.models.base import FashionMNISTClassifier, count_params, tensorboard_logger
+from fmnist_lightning.lightning_private import tensorboard_file_writer
+from fmnist_lightning.observe.evaluation import tensorboard_logger
+from fmnist_lightning.observe.figures import CURVES, save_learning_curves
+from fmnist_lightning.observe.measures import MB, activation_peak_mb, inference_latency_ms, peak_rss_mb
+from fmnist_lightning.observe.record import METRICS_FILE, read_run_metrics, write_json_atomically
+from fmnist_lightning.training.module import FashionMNISTClassifier, count_params
+from fmnist_lightning.training.multi_step import training_batches
 
-METRICS_FILE = "metrics.json"
 HPARAM_RESULTS = ("best_val_acc", "final_val_acc", "test_acc", "fit_time_s", "peak_rss_mb")
-MB = 2**20
-
-
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    """A reader (``compare`` on a live run) never sees a half-written file."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
-
-
-def read_run_metrics(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / METRICS_FILE
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def peak_rss_mb() -> float | None:
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MB if sys.platform == "darwin" else peak * 1024 / MB  # macOS reports bytes, Linux KiB
-
-
-def activation_peak_mb(net: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> float:
-    """Peak memory a training step's forward and backward allocates, from the profiler's allocation events.
-
-    Runs on a copy so that BatchNorm statistics and gradients of the model being trained are untouched.
-    """
-    net = copy.deepcopy(net).train()
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # else a CUDA build on a GPU-less machine logs a false ERROR
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if images.is_cuda:
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
-        F.cross_entropy(net(images), targets).backward()
-    held = peak = 0  # each op's own net allocation (nested ops counted once) and the unattributed frees, in order
-    for event in sorted(profiler.events(), key=lambda event: event.time_range.start):
-        held += event.self_cuda_memory_usage if images.is_cuda else event.self_cpu_memory_usage
-        peak = max(peak, held)
-    return peak / MB
-
-
-@torch.inference_mode()
-def inference_latency_ms(model: torch.nn.Module, batch_size: int, budget_s: float = 1.0) -> float:
-    """Median time of one eval-mode forward pass of ``batch_size`` images, within a time budget (≥ 3 runs)."""
-    images = torch.rand(batch_size, 1, 28, 28, device=model.device)
-    synchronize = torch.cuda.synchronize if images.is_cuda else lambda: None
-    model(images)  # warm-up: first-call allocations and kernel selection
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - started < budget_s and len(times) < 50):
-        synchronize()
-        start = time.perf_counter()
-        model(images)
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
-
-
-class SaveOnInterrupt(L.Callback):
-    """A SIGTERM (a cluster's pre-emption, ``kill``, ``docker stop``) or Ctrl-C during ``fit`` rewrites the run's
-    ``last.ckpt`` with the state after the last finished step before the process exits, so ``fit --ckpt_path last``
-    resumes from there instead of from the end of the last epoch.
-
-    Lightning stops at the next batch boundary on SIGTERM (on all DDP ranks together) and calls ``on_exception``.
-    Its own ``OnExceptionCheckpoint`` needs its folder before the run folder exists and deletes its file after a fit
-    that finishes; this writes into the run's checkpoint folder the file that resuming already looks for.
-    """
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        folder = getattr(trainer.checkpoint_callback, "dirpath", None)  # None before fit set up its run folder
-        if trainer.state.fn == "fit" and folder and isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
-            if trainer.validating:  # stopped between two batches of the epoch's validation
-                rewind_to_validation_start(trainer.fit_loop.epoch_loop.val_loop.batch_progress)
-            trainer.save_checkpoint(os.path.join(folder, "last.ckpt"))  # written whole or not at all (fsspec)
-
-
-def rewind_to_validation_start(progress: _BatchProgress) -> None:
-    """Makes a resumed fit run the interrupted validation again, whole.
-
-    Lightning redoes a validation on resume only from its "restarted mid-evaluation" state (a checkpoint written
-    inside a validation step: one batch started, none processed); from a checkpoint written between two batches it
-    takes the validation as finished and goes on to the next epoch, which leaves that epoch unvalidated (no
-    checkpoint choice, early-stopping check or learning-curve point). These counters are that state at the
-    validation's first batch (a test fails if Lightning changes it).
-    """
-    done_before = progress.total.completed - progress.current.completed  # earlier validations of this epoch
-    progress.reset_on_run()
-    progress.current.ready = progress.current.started = 1
-    progress.total.ready = progress.total.started = done_before + 1
-    progress.total.processed = progress.total.completed = done_before
-
-
-def ema_decay(updates: int, decay: float) -> float:
-    """timm's EMA warm-up (``ModelEmaV3``, power 3/4): the decay rises from 0 towards ``decay`` with the updates."""
-    return min(decay, 1 - (1 + updates) ** -0.75)
-
-
-class EMAWithWarmup(EMAWeightAveraging):
-    """Lightning's weight EMA with timm's decay warm-up, and batch-norm statistics that fit the averaged weights.
-
-    A fixed decay of 0.999 still gives the random initial weights 65 % of the average after 430 steps (one epoch of
-    EfficientNet at batch 128), so the first epochs validate and checkpoint a near-random network; with the
-    warm-up the average follows the weights early and settles to ``decay`` over the run. Lightning's callback has
-    no warm-up and timm's ``ModelEmaV3`` is not a callback: this passes the warm-up as the averaging function.
-
-    The average of the batch-norm running statistics is not the statistics of the averaged weights: while the
-    weights still move fast the two part, and SeedEfficientNet's average validated at chance for 4 epochs of a run
-    whose weights trained at 87 % (its averaged checkpoint: 89.7 % with batch statistics, 9.7 % with its running
-    ones). With ``bn_batches`` the averaged network's statistics are computed afresh on that many training batches
-    (torch's ``swa_utils.update_bn``; Lightning leaves this to the user) before it is validated, and so before
-    the checkpoints that follow a validation and the copy at the end of fit.
-    """
-
-    def __init__(self, decay: float = 0.999, bn_batches: int = 0, **kwargs: Any) -> None:
-        @torch.no_grad()
-        def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
-            weight = 1 - ema_decay(int(updates), decay)
-            if averaged[0].is_floating_point():
-                torch._foreach_lerp_(averaged, current, weight)
-            else:  # integer buffers (BatchNorm's batch counter), as torch's own EMA does them
-                for average, value in zip(averaged, current, strict=True):
-                    average.copy_(average * (1 - weight) + value * weight)
-
-        super().__init__(decay=decay, **kwargs)
-        # the parent hands its fixed-decay avg_fn to torch's AveragedModel through _kwargs; swap in the warm-up (a
-        # test fails if Lightning renames this)
-        self._kwargs.update(avg_fn=None, multi_avg_fn=update)
-        self.bn_batches = bn_batches
-
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.bn_batches and self._average_model is not None and trainer.datamodule is not None:
-            # on forked random state: the loader's shuffle and the network's dropout here leave training's draws as
-            # they were, so bn_batches changes what is validated, never what is trained
-            with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
-                batches = itertools.islice(trainer.datamodule.train_dataloader(), self.bn_batches)
-                images = (trainer.strategy.batch_to_device(batch)[0] for batch in batches)
-                torch.optim.swa_utils.update_bn(images, self._average_model.module)
-        super().on_validation_epoch_start(trainer, pl_module)
 
 
 class RunMetrics(L.Callback):
@@ -385,6 +235,6 @@ def log_hparams_with_results(
     params = {**pl_module.hparams, **(trainer.datamodule.hparams if trainer.datamodule is not None else {})}
     params = {key: v if isinstance(v, (bool, int, float, str)) else str(v) for key, v in params.items()}
     params["model"] = type(pl_module).__name__
-    writer = logger.experiment._get_file_writer()
+    writer = tensorboard_file_writer(logger)
     for summary in hparams_summary(params, {f"hp/{key}": 0.0 for key in HPARAM_RESULTS}):
         writer.add_summary(summary)

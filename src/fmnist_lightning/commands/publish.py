@@ -21,13 +21,13 @@ import lightning as L
 import torch
 import yaml
 
-from fmnist_lightning import runs
-from fmnist_lightning.data import FashionMNISTDataModule
+from fmnist_lightning.commands import runs
+from fmnist_lightning.commands.predictions import load
+from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.models import FashionMNISTClassifier, count_params
-from fmnist_lightning.predictions import load
+from fmnist_lightning.weights import WEIGHTS_DIR
 
-WEIGHTS_DIR = Path("weights")
 KEPT = (
     "epoch",
     "global_step",
@@ -46,14 +46,6 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def read_card(path: Path) -> dict[str, Any]:
-    """The YAML block at the top of a model card."""
-    text = path.read_text()
-    if not text.startswith("---\n"):
-        raise UserInputError(f"{path} is not a model card: it does not start with a '---' YAML block")
-    return yaml.safe_load(text.split("---\n", 2)[1])
 
 
 def measure_test_accuracy(path: Path, data_dir: Path) -> float:

@@ -1,0 +1,219 @@
+"""Fashion-MNIST as a LightningDataModule: the study's splits and folds, batches sliced from memory, augmentation
+on the device a batch at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import timm.data
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fmnist_lightning.data import files
+from fmnist_lightning.data.augment import build_augmentation
+from fmnist_lightning.data.datasets import InMemoryImages, UserImages, study_folds, unpack_batch
+from fmnist_lightning.data.images import Invert, UnreadableImageError, fashion_mnist_pixels, image_files
+from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.fashion_mnist import CLASS_NAMES, NUM_CLASSES
+
+
+class FashionMNISTDataModule(L.LightningDataModule):
+    """Fashion-MNIST with the study's preprocessing: pixels in [0, 1], one-hot float targets (a model that
+    standardises its inputs does so itself: its ``standardize`` option).
+
+    Args:
+        data_dir: Folder with the four original files, ``.gz`` or uncompressed, flat or in torchvision's
+            ``FashionMNIST/raw/`` layout. When they are missing and ``download`` is on, torchvision downloads them here.
+        batch_size: Training batch size (evaluation uses ``eval_batch_size``).
+        validation: ``split`` holds out ``val_size`` of train (seeded by ``split_seed``); ``test`` validates on the
+            official test set (what the study's LeNet-5 and EfficientNet notebooks did); ``kfold`` validates on fold
+            ``fold`` of the study's ``KFold(num_folds, shuffle=True, random_state=split_seed)``.
+        val_size: Fraction (< 1) or number of training images held out with ``validation: split``.
+        augment: The study's random affine augmentation on training images.
+        crop_padding: Random crop of each training image after padding it by this many black pixels (0: off).
+        hflip: Flip each training image horizontally with probability 0.5.
+        erasing: Probability that timm's random erasing blanks a random rectangle of a training image with noise.
+        mixup_alpha: timm's mixup of whole training batches with Beta(α, α) weights (0: off).
+        cutmix_alpha: timm's cutmix, Beta(α, α) (0: off); with both on, each batch gets one of the two.
+        label_smoothing: Keras-style smoothing of the one-hot training targets (validation and test stay one-hot).
+        batches_per_step: The training loader delivers this many batches as one item, which
+            ``on_after_batch_transfer`` splits into a list: for a model that takes several optimizer steps per
+            Lightning training step (its ``steps_per_execution``; the CLI links the two, Python users set both).
+        cache_dir: Where ``.gz`` files are decompressed for torchvision; ``data_dir`` itself is never written
+            unless a download is needed. Defaults to ``$XDG_CACHE_HOME/fmnist_lightning``.
+        predict_path: An image file or a folder of PNG, JPEG, BMP and WebP images that ``predict`` classifies
+            instead of the test set, without needing the Fashion-MNIST files; each image is converted to
+            Fashion-MNIST's format (``fmnist_lightning.data.images``). Files that cannot be read are skipped and listed
+            in ``unreadable``.
+        invert: Negate the user's images (Fashion-MNIST is a light object on black): ``auto`` when their border is
+            light, ``true`` or ``false`` for all.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/",
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        validation: Literal["split", "test", "kfold"] = "split",
+        val_size: int | float = 0.1,
+        num_folds: int = 5,
+        fold: int = 0,
+        split_seed: int = 1,
+        augment: bool = False,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        erasing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        label_smoothing: float = 0.0,
+        batches_per_step: int = 1,
+        num_workers: int = 0,
+        download: bool = True,
+        cache_dir: str | None = None,
+        predict_path: str | None = None,
+        invert: Invert = "auto",
+    ) -> None:
+        super().__init__()
+        if validation == "kfold" and not 0 <= fold < num_folds:
+            raise UserInputError(f"--data.fold must be in 0..{num_folds - 1} for {num_folds} folds, got {fold}")
+        if not 0 <= label_smoothing < 1:
+            raise UserInputError(f"--data.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if crop_padding < 0 or not 0 <= erasing <= 1 or mixup_alpha < 0 or cutmix_alpha < 0:
+            raise UserInputError(
+                "--data.crop_padding, mixup_alpha and cutmix_alpha must be ≥ 0 and --data.erasing in [0, 1], got "
+                f"{crop_padding}, {mixup_alpha}, {cutmix_alpha} and {erasing}"
+            )
+        if (mixup_alpha or cutmix_alpha) and batch_size % 2:
+            raise UserInputError(f"mixup and cutmix pair images: --data.batch_size must be even, got {batch_size}")
+        if batches_per_step < 1:
+            raise UserInputError(f"--data.batches_per_step must be ≥ 1, got {batches_per_step}")
+        if val_size <= 0:
+            raise UserInputError(f"--data.val_size must be a fraction in (0, 1) or a count ≥ 1, got {val_size}")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir).expanduser()
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else files.default_cache_dir()
+        self.classes = CLASS_NAMES
+        self.num_classes = NUM_CLASSES
+        # listed now, so a wrong path fails before the run's log folder is made
+        self.predict_files = image_files(predict_path) if predict_path else []
+        self.unreadable: list[tuple[str, str]] = []  # (file, reason) of the user's images that could not be read
+        self.augmentation = build_augmentation(crop_padding, hflip, augment, erasing)
+        self.mixup = (
+            timm.data.Mixup(mixup_alpha, cutmix_alpha, label_smoothing=label_smoothing, num_classes=NUM_CLASSES)
+            if mixup_alpha or cutmix_alpha
+            else None
+        )
+
+    def prepare_data(self) -> None:
+        if self.predict_files and self.trainer is not None and self.trainer.predicting:
+            return  # the user's images need no Fashion-MNIST files
+        if self.hparams.download:
+            files.download(self.data_dir)
+        files.torchvision_root(self.data_dir, self.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict" and self.predict_files:
+            self._read_user_images()
+            return
+        if hasattr(self, "test_set"):
+            return
+        hp = self.hparams
+        test_images, test_labels = files.read_split(self.data_dir, self.cache_dir, train=False)
+        self.test_set = InMemoryImages(test_images, test_labels)
+        train_images, train_labels = files.read_split(self.data_dir, self.cache_dir, train=True)
+        if hp.validation == "test":
+            train_index = torch.arange(len(train_labels))
+            self.val_set = self.test_set
+        else:
+            if hp.validation == "kfold":
+                folds = study_folds(len(train_labels), hp.num_folds, hp.split_seed)
+                val_index = torch.from_numpy(folds[hp.fold])
+            else:
+                num_val = round(hp.val_size * len(train_labels)) if hp.val_size < 1 else int(hp.val_size)
+                if not 0 < num_val < len(train_labels):
+                    raise UserInputError(
+                        f"--data.val_size {hp.val_size} leaves no training or no validation images out of "
+                        f"{len(train_labels)}"
+                    )
+                order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(hp.split_seed))
+                val_index = order[:num_val]
+            is_val = torch.zeros(len(train_labels), dtype=torch.bool)
+            is_val[val_index] = True
+            train_index = (~is_val).nonzero().squeeze(1)
+            self.val_set = InMemoryImages(train_images[val_index], train_labels[val_index])
+        self.train_set = InMemoryImages(
+            train_images[train_index],
+            train_labels[train_index],
+            label_smoothing=hp.label_smoothing,
+        )
+
+    def _read_user_images(self) -> None:
+        """Converts the user's images, skipping (and recording) those that cannot be read."""
+        images, paths, self.unreadable = [], [], []
+        for path in self.predict_files:
+            try:
+                images.append(fashion_mnist_pixels(path, self.hparams.invert))
+                paths.append(str(path))
+            except UnreadableImageError as error:
+                self.unreadable.append((str(path), error.reason))
+        if not images:
+            first, reason = self.unreadable[0]
+            raise UserInputError(
+                f"--data.predict_path {self.hparams.predict_path}: none of its {len(self.unreadable)} image files "
+                f"could be read ({first}: {reason})"
+            )
+        self.predict_set = UserImages(torch.stack(images), paths)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augments training batches where they are (on the GPU when training there), one draw per image; mixup and
+        cutmix then mix the batch with its reverse (timm: one draw per batch) and mix the targets alike.
+
+        With ``batches_per_step`` K > 1 the loader delivers K batches as one and this splits them
+        into a list of ``batch_size`` batches, augmented one after another: the batches of K = 1."""
+        # a bare tensor is the model's example input on its way to the TensorBoard graph, not a training batch
+        if not self.trainer or not self.trainer.training or not isinstance(batch, (tuple, list)):
+            return batch
+        if self.hparams.batches_per_step == 1:
+            return self._augment(*batch)
+        images, targets = batch
+        size = self.hparams.batch_size
+        batches = zip(images.split(size), targets.split(size), strict=True)
+        # the last, short batch of an epoch is dropped with mixup, as the DataLoader drops it with K = 1
+        return [self._augment(*pair) for pair in batches if self.mixup is None or len(pair[0]) == size]
+
+    def _augment(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.augmentation is not None:
+            images = self.augmentation(images)
+        if self.mixup is not None:  # timm takes class indices and smooths them itself
+            images, targets = self.mixup(images, targets.argmax(dim=1))
+        return images, targets
+
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool = False, batches_per_item: int = 1) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size * batches_per_item,  # one shuffle either way: the same batches
+            shuffle=train,
+            # timm's mixup pairs each image with another: an even batch (on_after_batch_transfer drops a short one)
+            drop_last=train and self.mixup is not None and batches_per_item == 1,
+            collate_fn=unpack_batch,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, True, self.hparams.batches_per_step)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.hparams.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.hparams.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.predict_files:
+            return self._loader(self.predict_set, self.hparams.eval_batch_size)
+        return self.test_dataloader()

@@ -1,0 +1,99 @@
+"""Every private Lightning (and TensorBoard-writer) name the project uses, in one place, with why.
+
+Each is a documented gap: Lightning has no public way to do the thing, and doing without costs measured speed or a
+feature. They are tested (tests/test_lightning_private.py runs each against the installed Lightning), and the
+project pins ``lightning>=2.6,<2.7`` while any remain, so a Lightning release that renames one fails the pin, not a
+user's run. To remove one, replace its function body here with the public way and delete it from this list.
+
+- ``should_update_logs``: the logger's rule for which training steps it writes; logging the per-step loss only on
+  those saves ~2 ms a step on a CPU (``self.log`` moves its value to the device every call).
+- ``step_counted_without_hooks``: ``LightningOptimizer``'s step without the hook calls around it, for
+  ``steps_per_execution``'s optimizer steps where no hook does anything (8-10 % of a LeNet-5 step on a CPU).
+- ``rewind_to_validation_start``: the validation loop's progress counters, so a run stopped during validation
+  redoes that validation when resumed (Lightning would skip it).
+- ``use_multi_average_fn`` and ``averaged_network``: Lightning's ``WeightAveraging`` passes a fixed-decay function
+  to torch's ``AveragedModel`` and keeps the average private; the EMA with warm-up swaps in its own function and
+  recomputes the average's batch-norm statistics.
+- ``tensorboard_file_writer``: torch's ``SummaryWriter`` writes an HPARAMS summary only through its private file
+  writer, needed to declare results that arrive later (the test accuracy).
+- ``jit_is_scripting``: Lightning's switch that lets a LightningModule be traced outside a Trainer (export).
+- ``TrainerWithoutDuplicateBar``: ``LightningCLI._instantiate_trainer``, the one place where the CLI's default
+  callbacks meet the config's, to leave the project's progress bar out when the config brings its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ProgressBar, WeightAveraging
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.core.module import _jit_is_scripting
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loops.progress import _BatchProgress
+from torch import nn
+
+
+def should_update_logs(trainer: L.Trainer) -> bool:
+    """Whether the loggers write this training step (``log_every_n_steps``, and the last step before a stop)."""
+    return trainer._logger_connector.should_update_logs
+
+
+def step_counted_without_hooks(optimizer: LightningOptimizer) -> None:
+    """The wrapped optimizer's step, counted as Lightning counts one (``global_step``), without the hook calls."""
+    optimizer._on_before_step()
+    optimizer.optimizer.step()
+    optimizer._on_after_step()
+
+
+def rewind_to_validation_start(trainer: L.Trainer) -> None:
+    """Makes a resumed fit run the interrupted validation again, whole.
+
+    Lightning redoes a validation on resume only from its "restarted mid-evaluation" state (a checkpoint written
+    inside a validation step: one batch started, none processed); from a checkpoint written between two batches it
+    takes the validation as finished and goes on to the next epoch, which leaves that epoch unvalidated (no
+    checkpoint choice, early-stopping check or learning-curve point). These counters are that state at the
+    validation's first batch (a test fails if Lightning changes it).
+    """
+    progress: _BatchProgress = trainer.fit_loop.epoch_loop.val_loop.batch_progress
+    done_before = progress.total.completed - progress.current.completed  # earlier validations of this epoch
+    progress.reset_on_run()
+    progress.current.ready = progress.current.started = 1
+    progress.total.ready = progress.total.started = done_before + 1
+    progress.total.processed = progress.total.completed = done_before
+
+
+def use_multi_average_fn(callback: WeightAveraging, update: Callable[..., None]) -> None:
+    """Makes the ``AveragedModel`` that ``callback`` builds average with ``update`` (torch's ``multi_avg_fn``)."""
+    callback._kwargs.update(avg_fn=None, multi_avg_fn=update)
+
+
+def averaged_network(callback: WeightAveraging) -> nn.Module | None:
+    """The average's copy of the LightningModule, once fit has built it."""
+    return callback._average_model.module if callback._average_model is not None else None
+
+
+def tensorboard_file_writer(logger: TensorBoardLogger) -> Any:
+    """The run's event-file writer, which takes raw summaries (an HPARAMS declaration)."""
+    return logger.experiment._get_file_writer()
+
+
+@contextmanager
+def jit_is_scripting() -> Iterator[None]:
+    """Lets ``torch.jit.trace`` walk a LightningModule's attributes without a Trainer."""
+    with _jit_is_scripting():
+        yield
+
+
+class TrainerWithoutDuplicateBar(LightningCLI):
+    """LightningCLI that leaves its own progress-bar callback out when the config brings a bar or turns bars off."""
+
+    def _instantiate_trainer(self, config: dict, callbacks: list[Callback]) -> L.Trainer:
+        own_bar = any(isinstance(callback, ProgressBar) for callback in config.get("callbacks") or [])
+        if own_bar or config.get("enable_progress_bar") is False:
+            # `callbacks` are the CLI's own (its argument groups), not the config's trainer.callbacks
+            callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
+        return super()._instantiate_trainer(config, callbacks)

@@ -1,0 +1,59 @@
+"""The run's time and memory measures that neither Lightning nor torchmetrics provide (see ``run_metrics``)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+MB = 2**20
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MB if sys.platform == "darwin" else peak * 1024 / MB  # macOS reports bytes, Linux KiB
+
+
+def activation_peak_mb(net: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> float:
+    """Peak memory a training step's forward and backward allocates, from the profiler's allocation events.
+
+    Runs on a copy so that BatchNorm statistics and gradients of the model being trained are untouched.
+    """
+    net = copy.deepcopy(net).train()
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # else a CUDA build on a GPU-less machine logs a false ERROR
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if images.is_cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
+        F.cross_entropy(net(images), targets).backward()
+    held = peak = 0  # each op's own net allocation (nested ops counted once) and the unattributed frees, in order
+    for event in sorted(profiler.events(), key=lambda event: event.time_range.start):
+        held += event.self_cuda_memory_usage if images.is_cuda else event.self_cpu_memory_usage
+        peak = max(peak, held)
+    return peak / MB
+
+
+@torch.inference_mode()
+def inference_latency_ms(model: torch.nn.Module, batch_size: int, budget_s: float = 1.0) -> float:
+    """Median time of one eval-mode forward pass of ``batch_size`` images, within a time budget (≥ 3 runs)."""
+    images = torch.rand(batch_size, 1, 28, 28, device=model.device)
+    synchronize = torch.cuda.synchronize if images.is_cuda else lambda: None
+    model(images)  # warm-up: first-call allocations and kernel selection
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - started < budget_s and len(times) < 50):
+        synchronize()
+        start = time.perf_counter()
+        model(images)
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000

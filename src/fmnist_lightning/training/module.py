@@ -1,0 +1,261 @@
+"""The LightningModule every architecture trains with: the network injected; loss, metrics, logging, optimisers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
+from torchvision.transforms.v2 import functional as TF
+
+from fmnist_lightning.data.images import ImageSource, Invert
+from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.fashion_mnist import CLASS_NAMES, MEAN, NUM_CLASSES, STD
+from fmnist_lightning.lightning_private import should_update_logs
+from fmnist_lightning.observe.evaluation import TestSamples, log_confusion_matrix
+from fmnist_lightning.training import multi_step
+from fmnist_lightning.training.prediction import Prediction, predict_images
+
+STAGES = ("train", "val", "test")
+
+
+def count_params(module: nn.Module) -> int:
+    """Parameters plus BatchNorm running mean/variance: what Keras's ``count_params()`` reports."""
+    buffers = sum(
+        b.numel() for name, b in module.named_buffers() if name.rsplit(".", 1)[-1] in ("running_mean", "running_var")
+    )
+    return sum(p.numel() for p in module.parameters()) + buffers
+
+
+class FashionMNISTClassifier(L.LightningModule):
+    """Trains any network (images N×1×28×28 → logits N×10) as the study trained its models; the models in
+    ``fmnist_lightning.models`` are thin subclasses that pass their network as ``net``.
+
+    Targets are one-hot or soft float vectors (Keras ``to_categorical``); the loss is the cross-entropy of the
+    logits against them, which equals Keras's softmax output with ``categorical_crossentropy``.
+
+    Args:
+        net: The network (``fmnist_lightning.networks``); its layers are ``self.net``'s, so checkpoints hold
+            ``net.*`` weights.
+        standardize: Subtract Fashion-MNIST's training mean 0.2860 and divide by its std 0.3530 before the network
+            (inputs are pixels scaled to [0, 1], exactly the study's x / 255.0). The model owns its normalisation,
+            so a checkpoint, ``predict_images`` and an exported file need no word about it.
+        optimizer: Built with the model's parameters, e.g. ``torch.optim.SGD`` with ``lr: 0.01`` in YAML.
+        lr_scheduler: Optional, built with the optimizer; stepped every epoch, or every training step with
+            ``scheduler_interval: step``. A ``OneCycleLR`` without ``total_steps`` gets the run's length from the
+            trainer (``estimated_stepping_batches``) and is stepped every step.
+        scheduler_monitor: The metric a ``ReduceLROnPlateau`` scheduler watches.
+        scheduler_interval: ``epoch`` or ``step``.
+        warmup: Scheduler intervals (epochs, or steps) over which the learning rate rises linearly from 1 % to the
+            optimizer's, before ``lr_scheduler`` (which then starts its own schedule; set its length to the rest).
+        channels_last: Train in channels-last memory (NHWC), faster for the convolutions on CPU and GPU. The
+            study's batch norm keeps exact batch statistics in that layout (``ExactBatchNorm2d``), and so Keras
+            parity.
+        compile: ``torch.compile`` the network (``nn.Module.compile``: checkpoints keep their keys).
+        tta_flip: Test-time augmentation in ``test`` and ``predict``: the mean of the class probabilities of each
+            image and its mirror image.
+        steps_per_execution: Optimizer steps per Lightning training step (Keras's ``steps_per_execution``): the
+            training loader delivers this many batches at a time and ``training_step`` takes a step on each, the
+            same batches and updates as one at a time. Lightning's own work per training step (~1.5 ms on a CPU,
+            which Lightning cannot skip) is then shared by them: 20 % faster for LeNet-5 and Brownlee's CNN on a
+            2-core CPU. Lightning then counts a group as one batch: in ``log_every_n_steps``, ``val_check_interval``,
+            ``limit_train_batches`` and the step axis of the scalars in TensorBoard (``global_step``, ``max_steps``,
+            checkpoints and the figures count optimizer steps). Schedulers are stepped as Lightning steps them; a
+            ``OneCycleLR`` needs its ``total_steps``. Lightning refuses gradient clipping and accumulation with it,
+            and weight averaging (EMA), which acts once per training step, is refused too.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        standardize: bool = False,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_monitor: str = "val/loss",
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        warmup: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
+        tta_flip: bool = False,
+        steps_per_execution: int = 1,
+    ) -> None:
+        super().__init__()
+        if warmup < 0:
+            raise UserInputError(f"--model.init_args.warmup must be ≥ 0 scheduler intervals, got {warmup}")
+        if steps_per_execution < 1:
+            raise UserInputError(f"--model.init_args.steps_per_execution must be ≥ 1, got {steps_per_execution}")
+        # Lightning steps the optimizer once per training step; several steps per training step are manual
+        self.automatic_optimization = steps_per_execution == 1
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
+        self.net = net
+        self.standardize = standardize
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.class_names = CLASS_NAMES
+        self.example_input_array = torch.zeros(1, 1, 28, 28)
+        for stage in STAGES:  # the epoch's mean loss and accuracy, synced across DDP ranks (see _step)
+            setattr(self, f"{stage}_acc", MeanMetric(nan_strategy="disable"))
+            setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
+        self._epoch_sums: dict[str, torch.Tensor] = {}  # stage → (sum of losses, correct predictions)
+        self._epoch_counts: dict[str, int] = {}
+        self.val_confmat = MulticlassConfusionMatrix(NUM_CLASSES)
+        self.test_confmat = MulticlassConfusionMatrix(NUM_CLASSES)
+        self.confusion_matrices: dict[str, torch.Tensor] = {}
+        self.test_samples = TestSamples()
+        self._plain_steps = False  # set when fit starts
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last:  # idempotent: setup runs again for every Trainer stage
+            self.net.to(memory_format=torch.channels_last)
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            # one graph per input shape: fit meets a few (the summary's single image, the training and evaluation
+            # batches, the epochs' last batches), and torch's default turns dynamic at the second shape, whose
+            # kernels were ~5 % slower a step here (SeedEfficientNet: 14-18 % faster than eager against 8-10 %)
+            self.net.compile(dynamic=False)
+            self._compiled = True
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """What happens to the [0, 1] pixels before the network: the standardisation, if the model has one."""
+        # torchvision's normalize, as the data pipeline applied it before the model owned it: the same arithmetic
+        # (a division by a tensor; a division by a Python float is a multiplication by its reciprocal on CPU)
+        return TF.normalize(images, [MEAN], [STD]) if self.standardize else images
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = self.preprocess(images)
+        if torch.jit.is_tracing():  # TensorBoard's graph (a jit trace) cannot trace through a compiled module
+            return self.net.forward(images)
+        return self.net(images)
+
+    def _evaluate(self, images: torch.Tensor, stage: str) -> torch.Tensor:
+        """Logits; with ``tta_flip`` in test and predict, the log of the mean probabilities of image and mirror."""
+        logits = self(images)
+        if self.hparams.tta_flip and stage in ("test", "predict"):
+            return ((logits.softmax(dim=1) + self(images.flip(-1)).softmax(dim=1)) / 2).log()
+        return logits
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Keras's softmax output with ``categorical_crossentropy``, computed from the logits (log-softmax).
+
+        Exact where Keras, given probabilities, clips them to [1e-7, 1 − 1e-7] (tests/parity/test_loss_parity.py).
+        """
+        return F.cross_entropy(logits, targets, reduction=reduction)
+
+    def step_on_batch(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's loss and number of correct predictions; adds them to the epoch's sums."""
+        images, targets = batch
+        logits = self._evaluate(images, stage)
+        loss = self.loss(logits, targets)
+        labels = targets.argmax(dim=1)
+        correct = (logits.detach().argmax(dim=1) == labels).sum()
+        # Lightning's self.log costs ~2 ms a call on a CPU (it moves its record to the device every time), and a
+        # torchmetrics update ~0.15 ms (its wrapper, not its arithmetic): per step only the batch's loss and correct
+        # count are summed on the device; the sums go into the torchmetrics means (which sync across DDP ranks) and
+        # are logged once an epoch, the training step's own figures only on the steps the logger writes
+        batch_sums = torch.stack((loss.detach() * len(images), correct.to(loss.dtype)))
+        self._epoch_sums[stage] = self._epoch_sums.get(stage, 0) + batch_sums
+        self._epoch_counts[stage] = self._epoch_counts.get(stage, 0) + len(images)
+        if stage != "train":
+            getattr(self, f"{stage}_confmat").update(logits, labels)
+        if stage == "test":
+            self.test_samples.add(images, labels, logits)
+        return loss, correct / len(images)
+
+    def _log_epoch(self, stage: str, suffix: str = "") -> None:
+        """The epoch's loss and accuracy over all its batches (and all DDP ranks: the metrics sync)."""
+        sums, count = self._epoch_sums.pop(stage, None), self._epoch_counts.pop(stage, 0)
+        if sums is None:  # no batches on this rank
+            return
+        for name, total in zip(("loss", "acc"), sums, strict=True):
+            metric = getattr(self, f"{stage}_{name}")
+            metric.update(total / count, count)
+            self.log(f"{stage}/{name}{suffix}", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        """One optimizer step, or with ``steps_per_execution`` > 1 one on each batch of the list ``batch``."""
+        if self.automatic_optimization:
+            loss, accuracy = self.step_on_batch(batch, "train")
+        else:
+            loss, accuracy = multi_step.take_steps(self, batch, self._plain_steps)
+        # per step only on the steps the logger writes (each self.log moves its value to the device: ~2 ms); the
+        # logger's own rule, which Lightning keeps private
+        if loss is not None and should_update_logs(self.trainer):
+            self.log("train/loss_step", loss, prog_bar=True)
+            self.log("train/acc_step", accuracy, prog_bar=True)
+        if self.trainer.is_last_batch:  # here, not in on_train_epoch_end: callbacks read it before that hook
+            self._log_epoch("train", suffix="_epoch")
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if not self.automatic_optimization:
+            multi_step.step_schedulers(self, "epoch")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.step_on_batch(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.step_on_batch(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Class probabilities (the Keras model's softmax output)."""
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self._evaluate(images, "predict").softmax(dim=1)
+
+    def check_callbacks(self, callbacks: Sequence[L.Callback]) -> None:
+        """Refuses what ``steps_per_execution`` > 1 cannot do (weight averaging)."""
+        multi_step.check_callbacks(self.hparams.steps_per_execution, callbacks)
+
+    def on_fit_start(self) -> None:
+        self.check_callbacks(self.trainer.callbacks)
+        multi_step.check_data(self.hparams.steps_per_execution, self.trainer.datamodule)
+        self._plain_steps = not self.automatic_optimization and multi_step.plain_steps_possible(self)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints from before the model owned its standardisation record it as the data module's setting."""
+        self.standardize = saved_standardize(checkpoint)
+        self.hparams["standardize"] = self.standardize
+
+    def predict_images(self, images: Sequence[ImageSource] | ImageSource, invert: Invert = "auto") -> list[Prediction]:
+        """Classes of image files or PIL images (``fmnist_lightning.training.prediction.predict_images``)."""
+        return predict_images(self, images, invert)
+
+    def _finish_confusion_matrix(self, stage: str) -> None:
+        """The epoch's confusion matrix, synced across DDP ranks, kept and logged (``observe.evaluation``)."""
+        confmat = getattr(self, f"{stage}_confmat")
+        matrix = confmat.compute()
+        confmat.reset()
+        if self.trainer.sanity_checking:
+            return
+        self.confusion_matrices[stage] = matrix.cpu()
+        log_confusion_matrix(self, stage, matrix)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+        self._finish_confusion_matrix("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_samples = TestSamples()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+        self._finish_confusion_matrix("test")
+        self.test_samples.log(self)
+
+    def configure_optimizers(self) -> Any:
+        from fmnist_lightning.training.schedules import configure_optimizers
+
+        return configure_optimizers(self)  # the optimizer; the scheduler, its warm-up and its length (schedules.py)
+
+
+def saved_standardize(checkpoint: dict[str, Any]) -> bool:
+    """Whether a checkpoint's model standardises its inputs: its own hyperparameter, or in checkpoints written before
+    the model owned it, the data module's ``standardize``."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if "standardize" in hparams:
+        return bool(hparams["standardize"])
+    return bool((checkpoint.get("datamodule_hyper_parameters") or {}).get("standardize"))

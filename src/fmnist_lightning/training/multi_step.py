@@ -1,0 +1,117 @@
+"""``steps_per_execution``: K optimizer steps per Lightning training step, as Keras's option of that name.
+
+Lightning's own work per training step (~1.5 ms on a CPU, which it cannot skip) is then shared by K steps: 20 %
+faster for LeNet-5 and Brownlee's CNN on a 2-core CPU. The data module delivers K batches as one loader item and
+splits them after the transfer (its ``batches_per_step``, linked to the model's option by the CLI); the model takes a
+step on each, in manual optimization, with the same batches and updates as one at a time
+(tests/test_speed_options.py). Everything this needs lives here, the private Lightning calls in
+``fmnist_lightning.lightning_private``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.lightning_private import step_counted_without_hooks
+
+if TYPE_CHECKING:
+    from fmnist_lightning.training.module import FashionMNISTClassifier
+
+# the hooks around an optimizer step's backward pass and update, on callbacks and on the LightningModule alike
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def training_batches(batch: Any) -> list[Batch]:
+    """The (images, targets) batches of one Lightning training step: the list of K batches, or the one batch."""
+    return batch if isinstance(batch, list) else [batch]
+
+
+def take_steps(module: FashionMNISTClassifier, batches: Any, plain: bool) -> tuple[Any, Any]:
+    """An optimizer step on each batch, as Lightning's automatic optimization would take it (``plain``: without
+    Lightning's hook calls, see ``plain_steps_possible``); the last batch's loss and accuracy (None, None without a
+    step)."""
+    trainer = module.trainer
+    optimizer = module.optimizers()
+    loss = accuracy = None
+    for batch in training_batches(batches):
+        if 0 <= trainer.max_steps <= module.global_step:
+            break
+        loss, accuracy = module.step_on_batch(batch, "train")
+        optimizer.zero_grad(set_to_none=True)
+        if plain:
+            loss.backward()
+            step_counted_without_hooks(optimizer)
+        else:
+            module.manual_backward(loss)
+            optimizer.step()
+        step_schedulers(module, "step")
+    return loss, accuracy
+
+
+def step_schedulers(module: FashionMNISTClassifier, interval: str) -> None:
+    """What Lightning's automatic optimization does with the schedulers, which manual optimization leaves to us:
+    each steps at its interval, ``ReduceLROnPlateau`` with its monitored metric (after the epoch's validation)."""
+    trainer = module.trainer
+    for config in trainer.lr_scheduler_configs:
+        if config.interval != interval:
+            continue
+        if isinstance(config.scheduler, ReduceLROnPlateau):
+            monitor = module.hparams.scheduler_monitor
+            if monitor not in trainer.callback_metrics:
+                raise UserInputError(
+                    f"ReduceLROnPlateau watches {monitor}, which was not logged this epoch; set "
+                    "--model.init_args.scheduler_monitor to a logged metric, e.g. val/loss"
+                )
+            config.scheduler.step(trainer.callback_metrics[monitor])
+        else:
+            config.scheduler.step()
+
+
+def plain_steps_possible(module: FashionMNISTClassifier) -> bool:
+    """Whether the K steps may skip Lightning's hook calls around the backward pass and the step.
+
+    Lightning's manual_backward and LightningOptimizer.step call every callback's and the module's hooks around the
+    backward pass and the step, Lightning's default no-ops included: ~0.4 ms an optimizer step on a CPU (Brownlee:
+    3.27 against 3.00 ms for the backward, 0.92 against 0.77 ms for the step), 8-10 % of a LeNet-5 or Brownlee
+    step. Where no hook does anything and neither precision nor strategy changes the backward or the step, the
+    steps go without the wrappers. Decided once per fit (``on_fit_start``).
+    """
+    trainer = module.trainer
+    hooked = [module, *trainer.callbacks]
+    return (
+        type(trainer.precision_plugin) is Precision
+        and type(trainer.strategy) is SingleDeviceStrategy
+        and not is_overridden("backward", module, L.LightningModule)
+        and not any(is_overridden(hook, obj) for hook in STEP_HOOKS for obj in hooked)
+    )
+
+
+def check_callbacks(steps_per_execution: int, callbacks: Sequence[L.Callback]) -> None:
+    """Refuses weight averaging with ``steps_per_execution`` > 1: it would average once per K optimizer steps."""
+    averaging = [type(c).__name__ for c in callbacks if isinstance(c, WeightAveraging)]
+    if averaging and steps_per_execution > 1:
+        raise UserInputError(
+            f"{averaging[0]} averages once per training step, and --model.init_args.steps_per_execution "
+            f"{steps_per_execution} makes that several optimizer steps; set it to 1"
+        )
+
+
+def check_data(steps_per_execution: int, datamodule: Any) -> None:
+    """The data module must group as many batches per item as the model takes steps (the CLI links the two)."""
+    grouped = datamodule.hparams.get("batches_per_step") if isinstance(datamodule, L.LightningDataModule) else None
+    if grouped is not None and grouped != steps_per_execution:
+        raise UserInputError(
+            f"the model takes {steps_per_execution} optimizer steps per training step (steps_per_execution) but the "
+            f"data module groups {grouped} batches per step (batches_per_step); set both alike"
+        )
