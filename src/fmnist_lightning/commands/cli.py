@@ -106,8 +106,8 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
         if command is None or self.config[command].get("ckpt_path") is None:
             return
         config = self.config[command]
-        logger = _tensorboard_args(config)
-        model_dir = Path(logger.save_dir if logger else "tensorboard_logs") / _model_name(config)
+        logger = tensorboard_args(config)
+        model_dir = Path(logger.save_dir if logger else "tensorboard_logs") / model_name(config)
         checkpoint = runs.resolve_checkpoint(config.ckpt_path, model_dir, command, runs.recipe(config))
         saved = runs.read_checkpoint(checkpoint, command, config.model.class_path)
         config.ckpt_path = str(checkpoint)
@@ -161,9 +161,9 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
-        logger = _tensorboard_args(config)
+        logger = tensorboard_args(config)
         if logger is not None and logger.name is None:
-            logger.name = _model_name(config)
+            logger.name = model_name(config)
         if logger is not None and self.subcommand != "fit":
             logger.log_graph = False  # fit logged it; a second graph in the run folder makes TensorBoard warn
         profiler = config.trainer.get("profiler")
@@ -173,7 +173,7 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
             config.trainer.profiler = Namespace(class_path=PROFILERS[profiler], init_args=Namespace(filename="profile"))
 
 
-def _tensorboard_args(config: Namespace) -> Namespace | None:
+def tensorboard_args(config: Namespace) -> Namespace | None:
     """The default TensorBoardLogger's init args in a command's config; None for any other logger."""
     logger = config.trainer.get("logger")
     if isinstance(logger, dict) or not hasattr(logger, "class_path") or logger.class_path != TENSORBOARD:
@@ -181,7 +181,7 @@ def _tensorboard_args(config: Namespace) -> Namespace | None:
     return logger.init_args
 
 
-def _model_name(config: Namespace) -> str:
+def model_name(config: Namespace) -> str:
     return config.model.class_path.rsplit(".", 1)[-1]
 
 

@@ -25,7 +25,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser
 from matplotlib.figure import Figure
 
-from fmnist_lightning.commands.cli import FashionMNISTCLI, _model_name, _tensorboard_args
+from fmnist_lightning.commands.cli import FashionMNISTCLI, model_name, tensorboard_args
 from fmnist_lightning.errors import UserInputError
 
 # The study's fold accuracies (%) in fold order, from its notebooks (STUDY.md); same folds as --data.fold 0..4.
@@ -73,9 +73,9 @@ class _FoldCLI(FashionMNISTCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        logger = _tensorboard_args(config)
+        logger = tensorboard_args(config)
         if logger is not None and logger.name is None:
-            logger.name = f"{_model_name(config)}_cv"
+            logger.name = f"{model_name(config)}_cv"
         super().before_instantiate_classes()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
