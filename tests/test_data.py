@@ -59,11 +59,13 @@ def test_batches_are_scaled_images_and_one_hot_targets(tmp_path, make_datamodule
 
 
 def test_standardize_uses_the_training_mean_and_std(tmp_path, make_datamodule):
+    """The model owns its standardisation: the data stays x / 255, the model's ``preprocess`` standardises."""
     arrays = write_dataset(tmp_path / "d")
-    dm = make_datamodule(tmp_path / "d", standardize=True)
+    dm = make_datamodule(tmp_path / "d")
     images, _ = batch_of(dm.test_dataloader())
     expected = (torch.from_numpy(arrays["test", "images"]).float().unsqueeze(1) / 255 - MEAN) / STD
-    torch.testing.assert_close(images, expected)
+    torch.testing.assert_close(LeNet5(standardize=True).preprocess(images), expected)
+    assert torch.equal(LeNet5().preprocess(images), images)
 
 
 def test_label_smoothing_softens_training_targets_only(tiny_data, make_datamodule):
@@ -164,9 +166,10 @@ def test_training_batches_are_augmented_with_one_draw_per_image(tmp_path, make_d
 
 def test_augmentation_fills_with_black_after_standardisation(tmp_path, make_datamodule):
     write_dataset(tmp_path / "d")
-    dm = make_datamodule(tmp_path / "d", augment=True, standardize=True)
-    black = torch.full((16, 1, 28, 28), -MEAN / STD)
-    torch.testing.assert_close(dm.augmentation(black), black)
+    dm = make_datamodule(tmp_path / "d", augment=True)
+    black = torch.zeros(16, 1, 28, 28)
+    standardised = LeNet5(standardize=True).preprocess(dm.augmentation(black))
+    torch.testing.assert_close(standardised, torch.full_like(black, -MEAN / STD))
 
 
 def test_download_is_used_only_when_files_are_missing(tmp_path, monkeypatch, make_datamodule):
@@ -264,3 +267,7 @@ def test_bad_options_are_rejected_with_the_flag_name(kwargs, message):
 
     with pytest.raises(UserInputError, match=message):
         FashionMNISTDataModule(**kwargs)
+
+
+def test_class_names_are_torchvisions():
+    assert CLASS_NAMES == tuple(FashionMNIST.classes)

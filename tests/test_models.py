@@ -19,8 +19,8 @@ from fmnist_lightning.models import (
     WideResNet,
     count_params,
 )
-from fmnist_lightning.models.wide_resnet import WideBlock
 from fmnist_lightning.networks.keras_layers import BatchNorm, Dropout, MaxPooling2D
+from fmnist_lightning.networks.wide_resnet import WideBlock
 
 # The study's Keras count_params(): total and trainable.
 KERAS_COUNTS = {

@@ -1,7 +1,7 @@
 """Every private Lightning (and TensorBoard-writer) name the project uses, in one place, with why.
 
 Each is a documented gap: Lightning has no public way to do the thing, and doing without costs measured speed or a
-feature. They are tested (tests/test_lightning_private.py runs each against the installed Lightning), and the
+feature. They are tested (tests/test_lightning_private.py checks each against the installed Lightning), and the
 project pins ``lightning>=2.6,<2.7`` while any remain, so a Lightning release that renames one fails the pin, not a
 user's run. To remove one, replace its function body here with the public way and delete it from this list.
 

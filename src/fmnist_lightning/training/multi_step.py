@@ -11,7 +11,7 @@ step on each, in manual optimization, with the same batches and updates as one a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 import torch
@@ -24,9 +24,6 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.lightning_private import step_counted_without_hooks
 
-if TYPE_CHECKING:
-    from fmnist_lightning.training.module import FashionMNISTClassifier
-
 # the hooks around an optimizer step's backward pass and update, on callbacks and on the LightningModule alike
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -37,10 +34,10 @@ def training_batches(batch: Any) -> list[Batch]:
     return batch if isinstance(batch, list) else [batch]
 
 
-def take_steps(module: FashionMNISTClassifier, batches: Any, plain: bool) -> tuple[Any, Any]:
-    """An optimizer step on each batch, as Lightning's automatic optimization would take it (``plain``: without
-    Lightning's hook calls, see ``plain_steps_possible``); the last batch's loss and accuracy (None, None without a
-    step)."""
+def take_steps(module: L.LightningModule, batches: Any, plain: bool) -> tuple[Any, Any]:
+    """An optimizer step on each batch of a ``FashionMNISTClassifier``, as Lightning's automatic optimization would
+    take it (``plain``: without Lightning's hook calls, see ``plain_steps_possible``); the last batch's loss and
+    accuracy (None, None without a step)."""
     trainer = module.trainer
     optimizer = module.optimizers()
     loss = accuracy = None
@@ -59,7 +56,7 @@ def take_steps(module: FashionMNISTClassifier, batches: Any, plain: bool) -> tup
     return loss, accuracy
 
 
-def step_schedulers(module: FashionMNISTClassifier, interval: str) -> None:
+def step_schedulers(module: L.LightningModule, interval: str) -> None:
     """What Lightning's automatic optimization does with the schedulers, which manual optimization leaves to us:
     each steps at its interval, ``ReduceLROnPlateau`` with its monitored metric (after the epoch's validation)."""
     trainer = module.trainer
@@ -78,7 +75,7 @@ def step_schedulers(module: FashionMNISTClassifier, interval: str) -> None:
             config.scheduler.step()
 
 
-def plain_steps_possible(module: FashionMNISTClassifier) -> bool:
+def plain_steps_possible(module: L.LightningModule) -> bool:
     """Whether the K steps may skip Lightning's hook calls around the backward pass and the step.
 
     Lightning's manual_backward and LightningOptimizer.step call every callback's and the module's hooks around the

@@ -1,0 +1,37 @@
+"""Each private Lightning name in lightning_private.py exists in the installed Lightning with the shape used there.
+
+Behaviour is tested where each is used (tests/test_faults.py: the validation rewind; tests/test_recipe_features.py:
+the EMA's averaging function and batch-norm statistics; tests/test_speed_options.py: steps without hooks); this
+names what broke when a Lightning release renames one."""
+
+from __future__ import annotations
+
+import inspect
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loops.progress import _BatchProgress
+
+from fmnist_lightning import lightning_private
+
+
+def test_the_private_names_exist(tmp_path):
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    assert isinstance(lightning_private.should_update_logs(trainer), bool)
+    progress = trainer.fit_loop.epoch_loop.val_loop.batch_progress
+    assert isinstance(progress, _BatchProgress)
+    assert {"ready", "started", "processed", "completed"} <= set(vars(progress.total))
+    optimizer = LightningOptimizer(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
+    assert callable(optimizer._on_before_step) and callable(optimizer._on_after_step)
+    ema = EMAWeightAveraging()
+    assert isinstance(ema._kwargs, dict) and ema._average_model is None
+    assert "multi_avg_fn" in inspect.signature(torch.optim.swa_utils.AveragedModel).parameters
+    writer = TensorBoardLogger(tmp_path).experiment
+    assert callable(writer._get_file_writer().add_summary)
+    with lightning_private.jit_is_scripting():
+        pass
+    assert list(inspect.signature(LightningCLI._instantiate_trainer).parameters) == ["self", "config", "callbacks"]
