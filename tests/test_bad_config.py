@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmnist_lightning.commands.cli import main
+from fmnist_lightning.commands.main import main
 from support import REPO, error_line, idx_bytes
 
 

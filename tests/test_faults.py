@@ -154,7 +154,7 @@ def foreign(path: Path) -> Path:
     ],
 )
 def test_an_unusable_checkpoint_is_a_one_line_error_and_stays_as_it_was(tmp_path, capsys, command, make, message):
-    from fmnist_lightning.commands.cli import main
+    from fmnist_lightning.commands.main import main
 
     checkpoint = make(tmp_path / "model.ckpt")
     before = checkpoint.read_bytes()

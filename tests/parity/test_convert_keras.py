@@ -8,7 +8,8 @@ import keras
 import pytest
 from keras_models import brownlee_cnn, lenet5
 
-from fmnist_lightning.commands.cli import FashionMNISTCLI, main
+from fmnist_lightning.commands.cli import FashionMNISTCLI
+from fmnist_lightning.commands.main import main
 from support import study_arrays
 from test_cli import cli, ok, one_line_error
 
