@@ -6,7 +6,7 @@ VENV ?= .venv
 DATA_DIR ?= $(firstword $(wildcard ../shared/data/fashion-mnist) data)
 CONFIG ?= configs/lenet.yaml
 
-.PHONY: setup train test lint tensorboard parity-report study
+.PHONY: setup train test lint tensorboard parity-report docs study
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: lint
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir tensorboard_logs
+
+# README.md's models-and-results table, from the registry and the weights' cards (a test fails when it is stale)
+docs: setup
+	$(VENV)/bin/python -m fmnist_lightning.commands.doc_tables
 
 # docs/parity.md: the parity tests' measured differences against Keras, from a run that asserts them
 parity-report: setup
