@@ -8,7 +8,8 @@ from fmnist_lightning.networks.keras_layers import glorot_uniform_, he_uniform_
 
 
 def brownlee_cnn(pool: Literal["avg", "max"] = "avg") -> nn.Sequential:
-    """542,230 parameters. ``pool='max'`` gives the tutorial's original MaxPooling2D."""
+    """The study's Keras model, layer for layer (parameters: ``registry``); ``pool="max"`` gives the tutorial's
+    original MaxPooling2D."""
     return nn.Sequential(
         he_uniform_(nn.Conv2d(1, 32, 3)),  # 32@26×26, 'valid'
         nn.ReLU(),

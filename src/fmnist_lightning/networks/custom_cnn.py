@@ -6,7 +6,7 @@ from fmnist_lightning.networks.keras_layers import BatchNorm, Dropout, MaxPoolin
 
 
 def custom_cnn(dropout: float = 0.4) -> nn.Sequential:
-    """225,930 parameters in Keras's count (225,482 trainable + 448 BN running statistics)."""
+    """The study's Keras model, layer for layer (parameters: ``registry``; 448 of them BN running statistics)."""
     return nn.Sequential(
         he_uniform_(nn.Conv2d(1, 32, 3)),  # 32@26×26
         nn.ReLU(),

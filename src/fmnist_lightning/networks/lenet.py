@@ -6,7 +6,8 @@ from fmnist_lightning.networks.keras_layers import glorot_uniform_
 
 
 def lenet5() -> nn.Sequential:
-    """61,706 parameters. Keras defaults throughout: glorot-uniform kernels, zero biases."""
+    """The study's Keras model, layer for layer (parameters: ``registry``). Keras defaults throughout:
+    glorot-uniform kernels, zero biases."""
     return glorot_uniform_(
         nn.Sequential(
             nn.Conv2d(1, 6, 5, padding="same"),  # C1: 6@28×28

@@ -43,7 +43,7 @@ def stage(in_channels: int, out_channels: int, blocks: int, stride: int, dropout
 def wide_resnet(depth: int = 16, widen_factor: int = 2, dropout: float = 0.0) -> nn.Sequential:
     """WRN-``depth``-``widen_factor``: (depth − 4) / 6 blocks per stage, widths 16·k, 32·k, 64·k.
 
-    WRN-16-2 (691,386 weights) trains at ~130 images/s on a 2-core CPU, WRN-16-4 at ~35 and WRN-28-10 (the
+    WRN-16-2 trains at ~130 images/s on a 2-core CPU, WRN-16-4 at ~35 and WRN-28-10 (the
     published 96 % model) needs a GPU.
     """
     if depth < 10 or (depth - 4) % 6:
