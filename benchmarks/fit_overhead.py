@@ -9,6 +9,8 @@ the loader, the hooks and the step), the first epoch left out as warm-up. The ba
 run's accuracy means nothing. No augmentation. Usage::
 
     python benchmarks/fit_overhead.py --data-dir ../shared/data/fashion-mnist [--models lenet custom_cnn] [--epochs 4]
+
+The results replace this machine kind's ``benchmarks/results/fit_overhead_<machine kind>.json`` (``results_file.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from results_file import new_results_file, write_results
+from results_file import results_path, write_results
 from throughput import MODELS, ROOT, batch_size, steps_per_execution
 
 from fmnist_lightning.commands.cli import FashionMNISTCLI
@@ -90,6 +92,7 @@ def measure(model: str, options: argparse.Namespace, logs: str) -> dict[str, Any
         "fit_over_bare": statistics.median(bare_s / fit_s for fit_s, bare_s in pairs),
         "fit_images_per_s": 1 / statistics.median(bare.fit_s_per_image),
         "bare_images_per_s": 1 / statistics.median(bare.bare_s_per_image),
+        "device": cli.trainer.strategy.root_device.type,
     }
 
 
@@ -100,11 +103,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000, help="training images per epoch (≤ 60,000)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "fashion-mnist"))
-    parser.add_argument("--out", type=Path, help="a new file (default: results/fit_overhead_<UTC time>.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the results file (default: results/fit_overhead_<machine kind>.json, which a rerun replaces)",
+    )
     options = parser.parse_args()
     if options.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch is warm-up")
-    options.out = new_results_file(parser, options.out, "fit_overhead")
     torch.set_num_threads(options.threads)
     results = {}
     with tempfile.TemporaryDirectory() as logs:
@@ -118,8 +124,10 @@ def main() -> None:
             f"| {figures['bare_images_per_s']:,.0f} |"
         )
     fields = {"threads": options.threads, "epochs": options.epochs, "images_per_epoch": options.images}
-    write_results(options.out, "fit_overhead.py", {**fields, "results": results})
-    print(f"\nwrote {options.out}")
+    device = next(iter(results.values()))["device"]
+    out = options.out or results_path("fit_overhead", device)
+    write_results(out, "fit_overhead.py", {**fields, "results": results}, device)
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,17 @@
-"""Where a benchmark writes its results (a new file, never one that holds earlier results), and their record header."""
+"""Where a benchmark writes its results: one file per benchmark and machine kind, replaced by a rerun.
+
+``results/<benchmark>_<machine kind>[_<variant>].json``, e.g. ``throughput_zen4.json``,
+``time_to_accuracy_xeon-avx512_fast.json``. The machine kind names what the figures depend on: the CPU's
+microarchitecture or family and its widest vector instructions (``zen4``, ``xeon-avx512``, ``amd-epyc-avx2``), or the
+GPU (``cuda-nvidia-h200``). ``$BENCHMARK_RESULTS_DIR`` puts the files elsewhere; a script's ``--out`` names one file.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import platform
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,31 +20,88 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def new_results_file(parser: argparse.ArgumentParser, out: Path | None, name: str) -> Path:
-    """``out``, or ``results/<name>_<UTC time>.json``; refused (before the minutes of measuring) if it exists."""
-    path = out or RESULTS / f"{name}_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%MZ')}.json"
-    if path.exists():
-        parser.error(f"--out {path} exists; give a new file name (earlier results are kept, not overwritten)")
-    return path
+def results_dir() -> Path:
+    return Path(os.environ.get("BENCHMARK_RESULTS_DIR") or RESULTS)
+
+
+def results_path(benchmark: str, device: str = "cpu", variant: str | None = None) -> Path:
+    """The one results file of ``benchmark`` (and ``variant``, e.g. a config's name) on this machine kind."""
+    parts = [benchmark, machine_kind(device), *([variant] if variant else [])]
+    return results_dir() / ("_".join(parts) + ".json")
+
+
+def slug(text: str) -> str:
+    """``Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz`` → ``intel-core-i7-8650u``."""
+    text = re.sub(r"\((r|tm)\)|\bcpu\b|\bprocessor\b|@.*", " ", text.lower())
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-") or "unknown"
+
+
+def read_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_fields(cpuinfo: str) -> dict[str, str]:
+    """The first processor's ``key: value`` lines of a ``/proc/cpuinfo`` text."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_kind(cpuinfo: str | None = None) -> str:
+    """``zen4``, ``zen5``, ``xeon-<vector>``, else ``<slug of the model name>-<vector>`` (vector: avx512, avx2)."""
+    fields = cpu_fields(read_cpuinfo() if cpuinfo is None else cpuinfo)
+    flags = set(fields.get("flags", "").split())
+    vector = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else ""
+    if fields.get("vendor_id") == "AuthenticAMD":
+        family = fields.get("cpu family")
+        if family == "25" and vector == "avx512":  # family 19h is Zen 3 and Zen 4; only Zen 4 has AVX-512
+            return "zen4"
+        if family == "26":  # 1Ah
+            return "zen5"
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    base = "xeon" if "xeon" in name.lower() else slug(name)
+    return f"{base}-{vector}" if vector else base
+
+
+def gpu_kind(name: str) -> str:
+    """``NVIDIA H200`` → ``cuda-nvidia-h200``."""
+    return f"cuda-{slug(name)}"
+
+
+def machine_kind(device: str = "cpu") -> str:
+    """The kind of machine a benchmark ran on: its GPU's when ``device`` is CUDA, else its CPU's."""
+    if device.startswith("cuda"):
+        import torch
+
+        index = torch.device(device).index or 0
+        return gpu_kind(torch.cuda.get_device_name(index) if torch.cuda.is_available() else "unknown")
+    return cpu_kind()
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_fields(read_cpuinfo()).get("model name") or platform.processor() or platform.machine()
 
 
-def write_results(path: Path, script: str, fields: dict[str, Any]) -> None:
-    """``fields`` after when, by which command and on which CPU they were measured."""
+def write_results(path: Path, script: str, fields: dict[str, Any], device: str = "cpu") -> None:
+    """``fields`` after when, by which command and on which machine they were measured; replaces ``path`` whole."""
     record = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]]),
+        "machine_kind": machine_kind(device),
         "cpu": cpu_name(),
+        "device": device,
         **fields,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(path)  # an interrupted write leaves the earlier results, not half a file

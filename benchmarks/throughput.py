@@ -16,6 +16,8 @@ its own count (``--images 20000 lenet=60000``): the fast ones need more images f
 ``--channels-last`` measures ``fit`` and ``bare`` with the models' ``channels_last`` option. Usage::
 
     python benchmarks/throughput.py --data-dir ../shared/data/fashion-mnist [--models lenet custom_cnn] [--epochs 3]
+
+The results replace this machine kind's ``benchmarks/results/throughput_<machine kind>.json`` (``results_file.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from results_file import new_results_file, write_results
+from results_file import results_path, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("lenet", "brownlee", "custom_cnn", "seed_efficientnet")
@@ -61,7 +63,11 @@ def run_fit(config: Path, options: argparse.Namespace) -> dict[str, Any]:
         subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         (metrics_file,) = Path(logs).glob("*/version_0/metrics.json")
         metrics = json.loads(metrics_file.read_text())
-        return {"images_per_s_by_epoch": metrics["train_images_per_s_by_epoch"], "peak_rss_mb": metrics["peak_rss_mb"]}
+        return {
+            "images_per_s_by_epoch": metrics["train_images_per_s_by_epoch"],
+            "peak_rss_mb": metrics["peak_rss_mb"],
+            "device": metrics["device"],
+        }
 
 
 def run_bare(config: Path, options: argparse.Namespace) -> dict[str, Any]:
@@ -232,7 +238,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "fashion-mnist"))
     parser.add_argument("--keras-python", help="a Python with TensorFlow and Keras, if not this one")
-    parser.add_argument("--out", type=Path, help="a new file (default: benchmarks/results/throughput_<UTC time>.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the results file (default: results/throughput_<machine kind>.json, which a rerun replaces)",
+    )
     parser.add_argument("--worker", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=MODELS, help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -242,13 +252,13 @@ def main() -> None:
         return worker(options)
     if options.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch is warm-up")
-    options.out = new_results_file(parser, options.out, "throughput")
     ways = list(options.ways)
     if "keras" in ways and not keras_available(options):
         print("TensorFlow not found: leaving out the Keras way (pip install -e '.[bench]' or --keras-python)")
         ways.remove("keras")
     runs: dict[str, dict[str, list[list[float]]]] = {model: {way: [] for way in ways} for model in options.models}
     peak_rss_mb: dict[str, float] = {}  # of the fit runs
+    device = "cpu"  # where fit trained (the bare loop and Keras run on the CPU)
     for repeat in range(options.repeats):
         for model in options.models:
             for way in ways if repeat % 2 == 0 else reversed(ways):  # a slow spell early or late hits all ways
@@ -256,6 +266,7 @@ def main() -> None:
                 runs[model][way].append(result["images_per_s_by_epoch"])
                 if "peak_rss_mb" in result:
                     peak_rss_mb[model] = max(peak_rss_mb.get(model, 0.0), result["peak_rss_mb"])
+                    device = result["device"]
                 print(
                     f"repeat {repeat + 1} {model:<18} {way:<6} {steady(runs[model][way][-1]):8,.0f} images/s",
                     flush=True,
@@ -281,8 +292,9 @@ def main() -> None:
         "fit_peak_rss_mb": peak_rss_mb,
         "runs": runs,
     }
-    write_results(options.out, "throughput.py", fields)
-    print(f"\nwrote {options.out}")
+    out = options.out or results_path("throughput", device)
+    write_results(out, "throughput.py", fields, device)
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ time is ``fit``'s wall time from ``metrics.json`` (from the start of training to
 validation; the one-off data decoding before it and the process start-up are reported beside it). Usage::
 
     python benchmarks/time_to_accuracy.py --config configs/fast.yaml --target 0.92 --seeds 1 2 3
+
+The results replace ``benchmarks/results/time_to_accuracy_<machine kind>_<config name>.json`` (``results_file.py``).
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from results_file import new_results_file
+from results_file import results_path, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +55,7 @@ def one_seed(options: argparse.Namespace, seed: int, logs: Path) -> dict[str, An
         "epochs": metrics["epochs"],
         "best_val_acc": metrics.get("best_val_acc"),
         "reached": metrics["test_acc"] >= options.target,
+        "device": metrics["device"],
         "run": str(run),
     }
 
@@ -68,19 +70,18 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "fashion-mnist"))
     parser.add_argument("--logs", type=Path, help="keep the runs here (default: a temporary folder)")
     parser.add_argument(
-        "--out", type=Path, help="a new file (default: benchmarks/results/time_to_accuracy_<config>_<UTC time>.json)"
+        "--out",
+        type=Path,
+        help="the results file (default: results/time_to_accuracy_<machine kind>_<config>.json, replaced by a rerun)",
     )
     options = parser.parse_args()
     if not 0 < options.target < 1:
         parser.error(f"--target is a fraction of the test set, e.g. 0.92, got {options.target}")
-    out = new_results_file(parser, options.out, f"time_to_accuracy_{options.config.stem}")
     with tempfile.TemporaryDirectory() as scratch:
         logs = options.logs or Path(scratch)
         results = [one_seed(options, seed, logs) for seed in options.seeds]
     times = [result["fit_time_s"] for result in results]
     summary = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/time_to_accuracy.py", *sys.argv[1:]]),
         "config": str(options.config),
         "target": options.target,
         "threads": options.threads,
@@ -100,8 +101,9 @@ def main() -> None:
         f"{summary['reached']}/{len(results)} seeds ≥ {options.target:.1%}; "
         f"fit median {summary['median_fit_time_s']:.1f} s (range {min(times):.1f}–{max(times):.1f} s)"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    device = results[0]["device"]
+    out = options.out or results_path("time_to_accuracy", device, variant=options.config.stem)
+    write_results(out, "time_to_accuracy.py", summary, device)
     print(f"wrote {out}")
 
 

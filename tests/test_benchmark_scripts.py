@@ -1,7 +1,11 @@
-"""The benchmark scripts keep earlier results and refuse bad options before any measuring starts."""
+"""The benchmark scripts keep one results file per benchmark and machine kind, which a rerun replaces, and refuse
+bad options before any measuring starts."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,21 +13,119 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import results_file  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+
+ZEN4 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512_bf16
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+"""
+XEON = """vendor_id\t: GenuineIntel
+cpu family\t: 6
+model name\t: Intel(R) Xeon(R) Processor
+flags\t\t: fpu sse2 avx avx2 avx512f amx_tile
+"""
+EPYC_AVX2 = """vendor_id\t: AuthenticAMD
+cpu family\t: 23
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx avx2
+"""
+LAPTOP = """vendor_id\t: GenuineIntel
+model name\t: Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz
+flags\t\t: fpu sse2 avx avx2
+"""
 
 
-@pytest.mark.parametrize("script", ["throughput.py", "time_to_accuracy.py", "fit_overhead.py"])
-def test_an_existing_results_file_is_refused_and_kept(script: str, tmp_path: Path) -> None:
-    results = tmp_path / "results.json"
-    results.write_text('{"images_per_s": 1}\n')
+@pytest.mark.parametrize(
+    ("cpuinfo", "kind"),
+    [(ZEN4, "zen4"), (XEON, "xeon-avx512"), (EPYC_AVX2, "amd-epyc-avx2"), (LAPTOP, "intel-core-i7-8650u-avx2")],
+)
+def test_the_machine_kind_comes_from_the_cpu(cpuinfo: str, kind: str) -> None:
+    assert results_file.cpu_kind(cpuinfo) == kind
+
+
+def test_a_gpu_names_the_machine_kind() -> None:
+    assert results_file.gpu_kind("NVIDIA H200") == "cuda-nvidia-h200"
+
+
+def test_one_results_file_per_benchmark_and_machine_kind(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BENCHMARK_RESULTS_DIR", str(tmp_path))
+    kind = results_file.machine_kind()
+    assert results_file.results_path("throughput") == tmp_path / f"throughput_{kind}.json"
+    assert (
+        results_file.results_path("time_to_accuracy", variant="fast") == tmp_path / f"time_to_accuracy_{kind}_fast.json"
+    )
+    monkeypatch.delenv("BENCHMARK_RESULTS_DIR")
+    assert results_file.results_path("fit_overhead") == BENCHMARKS / "results" / f"fit_overhead_{kind}.json"
+
+
+def test_the_kept_results_are_one_file_per_benchmark_and_machine_kind() -> None:
+    names = sorted(path.name for path in (BENCHMARKS / "results").iterdir())
+    assert names, "benchmarks/results/ holds the current figures of docs/speed.md"
+    for name in names:
+        scheme = re.fullmatch(
+            r"(throughput|fit_overhead)_([a-z0-9-]+)\.json|time_to_accuracy_([a-z0-9-]+)_(\w+)\.json", name
+        )
+        assert scheme, f"{name}: not <benchmark>_<machine kind>[_<config>].json"
+        if scheme.group(4):  # time to accuracy of a recipe in configs/
+            assert (BENCHMARKS.parent / "configs" / f"{scheme.group(4)}.yaml").is_file(), name
+
+
+@pytest.fixture
+def rerun_data(tmp_path: Path) -> Path:
+    from support import write_dataset
+
+    write_dataset(tmp_path / "fmnist", num_train=2048, num_test=64)
+    return tmp_path / "fmnist"
+
+
+def one_epoch_config(tmp_path: Path) -> Path:
+    """configs/lenet.yaml, one epoch: time_to_accuracy.py measures a whole recipe."""
+    config = tmp_path / "lenet_1epoch.yaml"
+    text = (BENCHMARKS.parent / "configs" / "lenet.yaml").read_text()
+    config.write_text(text.replace("max_epochs: 20", "max_epochs: 1"))
+    assert config.read_text() != text
+    return config
+
+
+@pytest.mark.parametrize("script", ["throughput.py", "fit_overhead.py", "time_to_accuracy.py"])
+def test_a_rerun_overwrites_its_machine_kinds_file(script: str, rerun_data: Path, tmp_path: Path) -> None:
+    """The earlier results of this machine kind are replaced, written whole; other machine kinds' files stay."""
+    results = tmp_path / "results"
+    results.mkdir()
+    kind = results_file.machine_kind()
+    name = script.removesuffix(".py")
+    options = {
+        "throughput.py": ["--ways", "bare", "--models", "lenet", "--repeats", "1", "--epochs", "2", "--images", "128"],
+        "fit_overhead.py": ["--models", "lenet", "--epochs", "2", "--images", "2048"],  # two steps of 16 batches
+        "time_to_accuracy.py": ["--config", str(one_epoch_config(tmp_path)), "--seeds", "1", "--target", "0.5"],
+    }[script]
+    variant = "_lenet_1epoch" if script == "time_to_accuracy.py" else ""
+    earlier = results / f"{name}_{kind}{variant}.json"
+    earlier.write_text('{"images_per_s": 1}\n')
+    other_kind = results / f"{name}_another-machine{variant}.json"
+    other_kind.write_text('{"images_per_s": 2}\n')
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), "--out", str(results), "--data-dir", str(tmp_path)],
+        [sys.executable, str(BENCHMARKS / script), "--data-dir", str(rerun_data), *options],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
+        env=dict(os.environ, BENCHMARK_RESULTS_DIR=str(results)),
     )
-    assert done.returncode == 2
-    assert f"{results} exists; give a new file name" in done.stderr
-    assert results.read_text() == '{"images_per_s": 1}\n'
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    record = json.loads(earlier.read_text())
+    assert record["machine_kind"] == kind
+    assert record["command"].startswith(f"python benchmarks/{script}")
+    assert "images_per_s" not in record or record["images_per_s"] != 1
+    assert other_kind.read_text() == '{"images_per_s": 2}\n'
+    assert sorted(path.name for path in results.iterdir()) == sorted([earlier.name, other_kind.name])
 
 
 @pytest.mark.parametrize(
