@@ -246,8 +246,6 @@ def save_converted_checkpoint(model: FashionMNISTClassifier, path: Path, source:
 
 def convert_command(args: list[str]) -> int:
     """Turn a trained Keras model of the study into a Lightning checkpoint of the matching model."""
-    from fmnist_lightning.parity import load_keras_weights, save_converted_checkpoint
-
     names = {info.class_name: info for info in list_models() if info.study is not None}  # the study's four
     parser = argparse.ArgumentParser(
         prog="python -m fmnist_lightning convert-keras",
