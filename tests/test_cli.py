@@ -92,10 +92,10 @@ def test_run_folder_scheme_across_processes(tmp_path, tiny_data):
 
 
 def test_checkpoint_keywords_pick_the_run_of_the_configs_recipe(tmp_path, tiny_data):
-    """lenet.yaml and lenet_plus.yaml share tensorboard_logs/LeNet5/; `last` must not resume the other's run."""
+    """lenet.yaml and its plus.yaml overlay share tensorboard_logs/LeNet5/; `last` must not resume the other's run."""
     common = ("--data.data_dir", str(tiny_data), "--trainer.limit_train_batches", "2", "--run_metrics.latency", "false")
     study = ("--config", str(REPO / "configs/lenet.yaml"), *common)
-    plus = ("--config", str(REPO / "configs/lenet_plus.yaml"), *common, "--data.val_size", "0.2")
+    plus = (*study[:2], "--config", str(REPO / "configs/plus.yaml"), *common, "--data.val_size", "0.2")
     ok(cli("fit", *study, "--trainer.max_epochs", "1", cwd=tmp_path))
     runs = tmp_path / "tensorboard_logs" / "LeNet5"
     before = {p.name: p.stat().st_mtime_ns for p in (runs / "version_0").rglob("*")}

@@ -37,7 +37,10 @@ def test_published_file_matches_its_card_and_loads(path):
     assert "optimizer_states" not in checkpoint and "loops" not in checkpoint  # evaluation only
     model = load(path)
     assert type(model).__name__ == card["model"] and count_params(model) == card["parameters"]
-    assert (REPO / card["config"]).is_file() and 0 < card["test_accuracy"] <= 1
+    # its config, or the configs it composes (a study config and overlays: configs/lenet.yaml, configs/plus.yaml)
+    configs = card["config"] if isinstance(card["config"], list) else [card["config"]]
+    assert all((REPO / config).is_file() for config in configs) and 0 < card["test_accuracy"] <= 1
+    assert all(f"--config {config}" in card["fit_command"] for config in configs)
 
 
 @pytest.mark.real_data
