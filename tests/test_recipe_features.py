@@ -96,7 +96,7 @@ def test_every_augmentation_together_trains(tiny_data, tmp_path):
     cli = make_cli(
         tiny_data, tmp_path, "--data.augment", "true", "--data.crop_padding", "2", "--data.hflip", "true",
         "--data.erasing", "0.5", "--data.mixup_alpha", "0.2", "--data.cutmix_alpha", "1.0",
-        "--data.standardize", "true", "--data.label_smoothing", "0.1", "--data.batch_size", "16",
+        "--model.init_args.standardize", "true", "--data.label_smoothing", "0.1", "--data.batch_size", "16",
     )  # fmt: skip
     cli.trainer.fit(cli.model, cli.datamodule)
     assert math.isfinite(cli.trainer.callback_metrics["train/loss_epoch"].item())
@@ -183,11 +183,11 @@ def test_ema_batch_norm_statistics_are_those_of_the_averaged_weights(tiny_data, 
 
     checkpoint, cli = fit_with_ema(bn_batches=100)
     averaged = checkpoint["state_dict"]
-    model = FastCNN()
+    model = FastCNN(standardize=True)  # as configs/fast.yaml
     model.load_state_dict(averaged)
     images, _ = cli.datamodule.train_set.__getitems__(range(len(cli.datamodule.train_set)))  # 15 batches of 8
     with torch.no_grad():
-        inputs = model.net[:2](images)  # what the first batch norm sees: conv, then max-pool
+        inputs = model.net[:2](model.preprocess(images))  # what the first batch norm sees: conv, then max-pool
     torch.testing.assert_close(averaged["net.2.running_mean"], inputs.mean(dim=(0, 2, 3)))
     live = checkpoint["current_model_state"]["net.2.running_mean"]  # the trained weights' own, which differ
     assert not torch.allclose(averaged["net.2.running_mean"], live)
