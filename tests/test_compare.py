@@ -11,6 +11,7 @@ import matplotlib.image
 import pytest
 
 from fmnist_lightning.commands.compare import compare_command
+from fmnist_lightning.commands.main import main
 
 LENET = {
     "model": "LeNet5",
@@ -133,13 +134,13 @@ def test_no_plottable_run_still_writes_a_png(tmp_path):
 
 
 def test_missing_dir_is_a_one_line_error(tmp_path, capsys):
-    assert compare_command([str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    assert main(["compare", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == f"error: RUNS_DIR not found: {tmp_path / 'nowhere'}\n"
     assert not (tmp_path / "out").exists()
 
 
 def test_dir_without_runs_is_an_error_with_a_hint(tmp_path, capsys):
     (tmp_path / "logs" / "LeNet5").mkdir(parents=True)
-    assert compare_command([str(tmp_path / "logs"), "--out", str(tmp_path / "out")]) == 2
+    assert main(["compare", str(tmp_path / "logs"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no run folders") and "fit --config configs/lenet.yaml" in err

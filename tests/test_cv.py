@@ -14,7 +14,8 @@ import yaml
 from PIL import Image
 from sklearn.model_selection import KFold
 
-from fmnist_lightning.commands.cv import STUDY_FOLDS, cv_command, summary_line
+from fmnist_lightning.commands.cv import cv_command, study_folds, summary_line
+from fmnist_lightning.commands.main import main
 from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.models import LeNet5
 from support import REPO, sample_ids, write_dataset
@@ -143,8 +144,8 @@ def test_folds_are_sklearns_kfold_disjoint_and_covering(tiny_data, make_datamodu
 
 
 def test_summary_line_reproduces_the_studys_figures():
-    assert summary_line(STUDY_FOLDS["CustomCNN"]) == "Accuracy: mean=91.835 std=0.519, n=5"
-    assert summary_line(STUDY_FOLDS["BrownleeCNN"]) == "Accuracy: mean=88.510 std=0.348, n=5"
+    assert summary_line(study_folds("CustomCNN")) == "Accuracy: mean=91.835 std=0.519, n=5"
+    assert summary_line(study_folds("BrownleeCNN")) == "Accuracy: mean=88.510 std=0.348, n=5"
 
 
 @pytest.mark.parametrize(
@@ -159,7 +160,7 @@ def test_summary_line_reproduces_the_studys_figures():
 )
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
-    assert cv_command(args) == 2
+    assert main(["cv", *args]) == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith("error: ") and stderr.count("\n") == 1 and message in stderr
     assert list(tmp_path.iterdir()) == []  # no run and no report started

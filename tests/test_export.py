@@ -10,11 +10,13 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from torchvision.transforms.v2 import functional as TF
 
 from fmnist_lightning.commands.convert_keras import save_converted_checkpoint
 from fmnist_lightning.commands.export import export_command
+from fmnist_lightning.commands.main import main
 from fmnist_lightning.commands.runs import INSTANTIATOR
-from fmnist_lightning.data.datamodule import FashionMNISTDataModule
+from fmnist_lightning.fashion_mnist import MEAN, STD
 from fmnist_lightning.models import (
     MODELS,
     CustomCNN,
@@ -33,8 +35,8 @@ ONNX_TOLERANCE, TORCHSCRIPT_TOLERANCE = 1e-5, 1e-6
 # the two largest models at their smallest sizes, same blocks, a fraction of the export time: timm's test EfficientNet
 # (the inverted residuals, squeeze-excitation and drop path of the default efficientnet_b0) and WRN-10-1
 SMALL = {EfficientNet: {"model_name": "test_efficientnet"}, WideResNet: {"depth": 10, "widen_factor": 1}}
-# (model, its hyperparameters, whether its training data was standardised): every model, then standardisation with
-# test-time flips, and the speed options that must not reach the exported file
+# (model, its hyperparameters, whether it standardises its inputs): every model, then standardisation with test-time
+# flips, and the speed options that must not reach the exported file
 CASES = [(model_class, SMALL.get(model_class, {}), False) for model_class in MODELS] + [
     (LeNet5, {"tta_flip": True}, True),
     (FastCNN, {"channels_last": True, "compile": True}, True),
@@ -47,10 +49,10 @@ def case_id(case: tuple[type[FashionMNISTClassifier], dict, bool]) -> str:
     return "-".join([model_class.__name__, *flags])
 
 
-def write_checkpoint(model: FashionMNISTClassifier, path: Path, standardize: bool) -> Path:
+def write_checkpoint(model: FashionMNISTClassifier, path: Path) -> Path:
     """The parts of a fit's checkpoint that ``export`` reads: weights, the model's class and hyperparameters as
-    LightningCLI records them (with the instantiator that lets Lightning build that class), and the data module's
-    ``standardize``."""
+    LightningCLI records them (with the instantiator that lets Lightning build that class; ``standardize`` among
+    them, the model's own since it owns its standardisation)."""
     torch.save(
         {
             "epoch": 0,
@@ -63,8 +65,6 @@ def write_checkpoint(model: FashionMNISTClassifier, path: Path, standardize: boo
                 "_instantiator": INSTANTIATOR,
                 **model.hparams,
             },
-            "datamodule_hparams_name": "kwargs",
-            "datamodule_hyper_parameters": {"standardize": standardize},
         },
         path,
     )
@@ -72,11 +72,15 @@ def write_checkpoint(model: FashionMNISTClassifier, path: Path, standardize: boo
 
 
 def predict_probabilities(model: FashionMNISTClassifier, images: torch.Tensor, standardize: bool) -> np.ndarray:
-    """What ``predict`` returns for pixels in [0, 1]: normalised by the data module as in training, then the model's
+    """What ``predict`` returns for pixels in [0, 1]: standardised as in training (here by hand, torchvision's
+    normalize with Fashion-MNIST's mean and std, the model's own standardisation switched off), then the model's
     ``predict_step`` (softmax, and the mean over image and mirror image with ``tta_flip``)."""
-    normalize = FashionMNISTDataModule(standardize=standardize, download=False).normalize
-    with torch.no_grad():
-        return model.predict_step(normalize(images) if normalize else images, 0).numpy()
+    own, model.standardize = model.standardize, False
+    try:
+        with torch.no_grad():
+            return model.predict_step(TF.normalize(images, [MEAN], [STD]) if standardize else images, 0).numpy()
+    finally:
+        model.standardize = own
 
 
 def run_onnx(path: Path, images: torch.Tensor) -> np.ndarray:
@@ -106,8 +110,8 @@ def export_ok(capsys: pytest.CaptureFixture, *args: str) -> None:
 def test_exported_file_gives_the_models_probabilities_for_any_batch_size(tmp_path, capsys, case, export_format):
     model_class, hparams, standardize = case
     torch.manual_seed(0)
-    model = model_class(**hparams).eval()
-    checkpoint = write_checkpoint(model, tmp_path / "model.ckpt", standardize)
+    model = model_class(**hparams, standardize=standardize).eval()
+    checkpoint = write_checkpoint(model, tmp_path / "model.ckpt")
     out = tmp_path / f"model.{export_format}"
     export_ok(capsys, "--ckpt_path", str(checkpoint), "--format", export_format, "--out", str(out))
     run, tolerance = RUNNERS[export_format]
@@ -131,6 +135,7 @@ def test_published_weights_export_into_the_current_directory(tmp_path, monkeypat
     images = torch.rand(BATCH, 1, 28, 28)
     standardize = torch.load(published, weights_only=True)["datamodule_hyper_parameters"]["standardize"]
     model = LeNet5.load_from_checkpoint(published, map_location="cpu").eval()
+    assert model.standardize is standardize  # the data module's setting in checkpoints older than the model's own
     expected = predict_probabilities(model, images, standardize)
     np.testing.assert_allclose(run(written, images), expected, rtol=0, atol=tolerance)
 
@@ -171,7 +176,7 @@ def foreign_checkpoint(folder: Path) -> Path:
 def test_bad_checkpoint_is_a_one_line_error(tmp_path, capsys, make_checkpoint, message):
     checkpoint = make_checkpoint(tmp_path)
     out = tmp_path / "out" / "model.onnx"
-    assert export_command(["--ckpt_path", str(checkpoint), "--format", "onnx", "--out", str(out)]) == 2
+    assert main(["export", "--ckpt_path", str(checkpoint), "--format", "onnx", "--out", str(out)]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: ") and message in line
     assert not out.parent.exists()
@@ -182,7 +187,7 @@ def test_existing_output_file_is_never_replaced(tmp_path, capsys, export_format)
     checkpoint = shutil.copy(REPO / "weights" / "lenet.ckpt", tmp_path / "lenet.ckpt")
     out = tmp_path / "lenet.model"
     out.write_bytes(b"an earlier export")
-    assert export_command(["--ckpt_path", str(checkpoint), "--format", export_format, "--out", str(out)]) == 2
+    assert main(["export", "--ckpt_path", str(checkpoint), "--format", export_format, "--out", str(out)]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line == f"error: {out} already exists; remove it or pass --out"
     assert out.read_bytes() == b"an earlier export"

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from fmnist_lightning import CLASS_NAMES, UserInputError, load
-from fmnist_lightning.commands.cli import main
+from fmnist_lightning.commands.main import main
 from fmnist_lightning.data import MEAN, STD, FashionMNISTDataModule
 from fmnist_lightning.data.datasets import ImageBatch
 from fmnist_lightning.data.images import UnreadableImageError, fashion_mnist_pixels
@@ -152,16 +152,16 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path):
 )
 def test_predict_images_is_the_models_softmax_with_its_training_normalisation(tmp_path, checkpoint, standardized):
     model = load(checkpoint)
-    assert not model.training and model.device.type == "cpu" and model.standardized_inputs is standardized
+    assert not model.training and model.device.type == "cpu" and model.standardize is standardized
     path = tmp_path / "photo.jpg"
     Image.fromarray(rectangle((90, 60), (10, 5, 80, 55), background=240, foreground=30)).save(path)
     cutout = rgba_cutout()
     pixels = torch.stack([fashion_mnist_pixels(path), fashion_mnist_pixels(cutout)]).float() / 255
     inputs = (pixels - MEAN) / STD if standardized else pixels
-    with torch.no_grad():
-        expected = model(inputs).softmax(dim=1)
+    with torch.no_grad():  # the bare network on inputs standardised here: the model's own standardisation checked
+        expected = model.net(inputs).softmax(dim=1)
         if model.hparams.tta_flip:  # lenet_plus: the mean with the mirror image's, as in test and predict
-            expected = (expected + model(inputs.flip(-1)).softmax(dim=1)) / 2
+            expected = (expected + model.net(inputs.flip(-1)).softmax(dim=1)) / 2
     model.train()  # predict_images evaluates in eval mode and leaves the mode as it was
     predictions = model.predict_images([path, cutout])
     assert model.training
@@ -187,11 +187,12 @@ def test_the_data_module_reads_user_images_without_fashion_mnist(tmp_path):
     Image.fromarray(LIGHT_ON_BLACK).save(folder / "a.bmp")
     (folder / "c.webp").write_bytes(b"damaged")
     (folder / "notes.txt").write_text("not an image, not listed")
-    data = FashionMNISTDataModule(str(tmp_path / "no_data_here"), predict_path=str(folder), standardize=True)
+    data = FashionMNISTDataModule(str(tmp_path / "no_data_here"), predict_path=str(folder))
     data.setup("predict")
     (batch,) = data.predict_dataloader()
     assert isinstance(batch, ImageBatch) and batch.files == [str(folder / "a.bmp"), str(folder / "b.png")]
-    expected = (fashion_mnist_pixels(folder / "a.bmp").float() / 255 - MEAN) / STD
+    # [0, 1] pixels: a model that standardises does so itself (test_predict_images_is_the_models_softmax_...)
+    expected = fashion_mnist_pixels(folder / "a.bmp").float() / 255
     torch.testing.assert_close(batch.images[0], expected)
     assert data.unreadable == [(str(folder / "c.webp"), "not an image Pillow recognises")]
 

@@ -59,7 +59,7 @@ def test_publish_writes_a_small_file_and_a_card_and_never_overwrites(tiny_data, 
     logs = tmp_path / "logs"
     args = ["fit", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data)]
     args += [
-        "--data.standardize",
+        "--model.init_args.standardize",
         "true",
         "--trainer.max_epochs",
         "1",
@@ -82,7 +82,7 @@ def test_publish_writes_a_small_file_and_a_card_and_never_overwrites(tiny_data, 
     # test without --config evaluates with the checkpoint's own preprocessing (standardised here)
     args = ["test", "--ckpt_path", str(published), "--data.data_dir", str(tiny_data)]
     cli = FashionMNISTCLI([*args, "--trainer.logger.init_args.save_dir", str(tmp_path / "test_logs")])
-    assert cli.datamodule.hparams.standardize is True
+    assert cli.model.standardize is True  # the model's own setting now, not the data module's
     assert cli.trainer.callback_metrics["test/acc"].item() == pytest.approx(card["test_accuracy"], abs=1e-6)
 
 

@@ -17,19 +17,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmnist_lightning.commands import runs
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.models import MODELS
-from fmnist_lightning.observe.record import METRICS_FILE
-
-MODEL_ORDER = [model.__name__ for model in MODELS]  # the study's four, then timm's EfficientNet
+from fmnist_lightning.observe.record import METRICS_FILE, UnreadableRecordError, load_run_metrics, number, text
+from fmnist_lightning.registry import ModelInfo, list_models
 
 # metrics.json "status" → (csv value, Markdown label). A "running" file is also what a killed process leaves.
 STATUSES = {
@@ -80,44 +75,16 @@ NUMBER_COLUMNS = (
 TEXT_HEADERS = {"run": "run", "model": "model", "status": "status", "device": "device"}
 
 
-@dataclass(frozen=True)
-class StudyFigure:
-    model: str
-    figure: str
-    measure: str
-    parameters: int
-    recipe: str
-    time: str
+def study_models() -> list[ModelInfo]:
+    """The models with the study's reported result (``ModelInfo.study``, from /work/shared/STUDY.md: its notebooks
+    and report), for reference only; read from the registry, the one place the study's facts are written."""
+    return [info for info in list_models() if info.study is not None]
 
 
-# The study's reported results, from /work/shared/STUDY.md (its notebooks and report), for reference only.
-STUDY_FIGURES = (
-    StudyFigure("LeNet5", "89.16 %", "test accuracy after epoch 20", 61_706, "SGD lr 0.01, batch 64, 20 epochs", ""),
-    StudyFigure(
-        "BrownleeCNN",
-        "88.510 % ± 0.348",
-        "5-fold validation mean ± std",
-        542_230,
-        "SGD lr 0.001 momentum 0.9, batch 32, 10 epochs",
-        "",
-    ),
-    StudyFigure(
-        "CustomCNN",
-        "91.835 % ± 0.519",
-        "5-fold validation mean ± std",
-        225_930,
-        "Adam lr 0.001, batch 32, 10 epochs",
-        "",
-    ),
-    StudyFigure(
-        'SeedEfficientNet (the study\'s "EfficientNet")',
-        "92.47 %",
-        "test accuracy, best epoch restored",
-        321_418,
-        "Adam lr 0.001, batch 64, ≤ 30 epochs, augmentation, early stopping",
-        "2623.94 s for 30 epochs",
-    ),
-)
+def model_order() -> list[str]:
+    """The models' class names (what metrics.json and run folders record) in the registry's order: the study's
+    four, then the project's own, then any registered since."""
+    return [info.class_name for info in list_models()]
 
 
 @dataclass
@@ -133,7 +100,8 @@ class Run:
     problem: str = ""
 
     def sort_key(self) -> tuple[int, str, int, str]:
-        order = MODEL_ORDER.index(self.model) if self.model in MODEL_ORDER else len(MODEL_ORDER)
+        models = model_order()
+        order = models.index(self.model) if self.model in models else len(models)
         match = runs.VERSION.fullmatch(self.path.name)
         return order, self.model, int(match.group(1)) if match else -1, self.path.name
 
@@ -157,32 +125,22 @@ def find_run_folders(runs_dir: Path) -> list[Path]:
     return folders
 
 
-def _number(value: object) -> float | None:
-    """A finite JSON number, else None (booleans, strings and NaN are not measurements)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return value
-
-
 def read_run(folder: Path) -> Run:
     """The row of one run folder; an unreadable metrics.json gives a "broken" row instead of an error."""
     resolved = folder.resolve()
     name, folder_model = f"{resolved.parent.name}/{resolved.name}", resolved.parent.name  # <Model>/version_<N>
-    metrics_path = folder / METRICS_FILE
-    if not metrics_path.is_file():
-        return Run(folder, name, folder_model, NO_METRICS)
     try:
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        return Run(folder, name, folder_model, BROKEN, problem=f"metrics.json unreadable: {error}")
-    if not isinstance(metrics, dict):
-        return Run(folder, name, folder_model, BROKEN, problem="metrics.json is not a JSON object")
-    model = metrics.get("model") if isinstance(metrics.get("model"), str) else folder_model
+        metrics = load_run_metrics(folder)
+    except FileNotFoundError:
+        return Run(folder, name, folder_model, NO_METRICS)
+    except UnreadableRecordError as error:
+        return Run(folder, name, folder_model, BROKEN, problem=str(error))
+    model = text(metrics, "model") or folder_model
     status = metrics.get("status")
     if status not in STATUSES:
         return Run(folder, name, model, BROKEN, problem=f"metrics.json has an unknown status: {status!r}")
-    values = {column.key: _number(metrics.get(column.key)) for column in NUMBER_COLUMNS}
-    device = metrics.get("device") if isinstance(metrics.get("device"), str) else ""
+    values = {column.key: number(metrics, column.key) for column in NUMBER_COLUMNS}
+    device = text(metrics, "device") or ""
     return Run(folder, name, model, STATUSES[status], device, {k: v for k, v in values.items() if v is not None})
 
 
@@ -223,8 +181,10 @@ def markdown_report(rows: list[Run], runs_dir: Path) -> str:
         "|---|---:|---|---:|---|---|",
     ]
     parts += [
-        f"| {f.model} | {f.figure} | {f.measure} | {f.parameters:,} | {f.recipe} | {f.time or '—'} |"
-        for f in STUDY_FIGURES
+        f"| {info.class_name} ({info.title}) | {info.study.figure} | {info.study.measure} | {info.parameters:,} | "
+        f"{info.study.recipe} | {info.study.training_time or '—'} |"
+        for info in study_models()
+        if info.study is not None
     ]
     parts += [
         "",
@@ -282,7 +242,8 @@ def write_plot(rows: list[Run], path: Path) -> None:
 
 
 def compare_command(args: list[str]) -> int:
-    """``python -m fmnist_lightning compare``: write the comparison of all runs; 2 on a user error."""
+    """``python -m fmnist_lightning compare``: write the comparison of all runs. A UserInputError (no runs, an
+    unwritable --out) ends it in ``commands.main``: ``error: ...`` and exit status 2."""
     parser = argparse.ArgumentParser(
         prog="python -m fmnist_lightning compare",
         description="Compare every run's metrics.json: writes OUT/comparison.md, .csv and .png.",
@@ -298,19 +259,15 @@ def compare_command(args: list[str]) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
     options = parser.parse_args(args)
+    rows = sorted((read_run(folder) for folder in find_run_folders(options.runs_dir)), key=Run.sort_key)
     try:
-        rows = sorted((read_run(folder) for folder in find_run_folders(options.runs_dir)), key=Run.sort_key)
-        try:
-            options.out.mkdir(parents=True, exist_ok=True)
-            paths = [options.out / f"comparison.{suffix}" for suffix in ("md", "csv", "png")]
-            paths[0].write_text(markdown_report(rows, options.runs_dir), encoding="utf-8")
-            write_csv(rows, paths[1])
-            write_plot(rows, paths[2])
-        except OSError as error:
-            raise UserInputError(f"cannot write into --out {options.out}: {error}") from error
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        options.out.mkdir(parents=True, exist_ok=True)
+        paths = [options.out / f"comparison.{suffix}" for suffix in ("md", "csv", "png")]
+        paths[0].write_text(markdown_report(rows, options.runs_dir), encoding="utf-8")
+        write_csv(rows, paths[1])
+        write_plot(rows, paths[2])
+    except OSError as error:
+        raise UserInputError(f"cannot write into --out {options.out}: {error}") from error
     print(markdown_table(rows))
     print("\nwrote " + ", ".join(str(path) for path in paths))
     return 0

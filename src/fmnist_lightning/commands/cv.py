@@ -9,7 +9,6 @@ curves, configs and checkpoints of every fold stay inspectable; the summary goes
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import shlex
 import sys
@@ -27,12 +26,9 @@ from matplotlib.figure import Figure
 
 from fmnist_lightning.commands.cli import FashionMNISTCLI, model_name, tensorboard_args
 from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.registry import get_model_info
+from fmnist_lightning.safe_files import first_free_name, numbered
 
-# The study's fold accuracies (%) in fold order, from its notebooks (STUDY.md); same folds as --data.fold 0..4.
-STUDY_FOLDS: dict[str, tuple[float, ...]] = {
-    "BrownleeCNN": (88.600, 88.992, 87.908, 88.558, 88.492),
-    "CustomCNN": (92.025, 90.933, 92.458, 91.650, 92.108),
-}
 # cv chooses the folds itself; --ckpt_path would start a fold from trained weights
 RESERVED = ("--data.validation", "--data.num_folds", "--data.fold", "--ckpt_path")
 OUTPUTS = ("json", "md", "png")
@@ -49,6 +45,16 @@ class FoldResult:
     epochs: int
     val_images: int
     seconds: float
+
+
+def study_folds(model: str) -> tuple[float, ...] | None:
+    """The study's fold accuracies (%) of ``model`` (a class name, as runs record it) in fold order, the same folds
+    as ``--data.fold 0..4``; from the registry (``ModelInfo.study``), None where the study did not cross-validate."""
+    try:
+        info = get_model_info(model)
+    except UserInputError:  # a model of the user's own, not registered
+        return None
+    return (info.study.fold_accuracies or None) if info.study is not None else None
 
 
 class _LastValidation(Callback):
@@ -93,31 +99,28 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cv_command(args: list[str]) -> int:
-    """Cross-validate a recipe the study's way; returns the exit code (2 for bad input)."""
-    try:
-        folds, out, configs, passthrough = _parse(args)
-        results: list[FoldResult] = []
-        for k in range(folds):
-            try:
-                result, cli = _fit_fold(passthrough, k, folds)
-            except UserInputError as error:
-                raise UserInputError(f"fold {k + 1}/{folds} (--data.fold {k}): {error}{_completed(results)}") from None
-            except BaseException as error:  # also SystemExit: Lightning exits on Ctrl+C
-                message = f"cv stopped in fold {k + 1}/{folds} (--data.fold {k}) by {error!r}{_completed(results)}"
-                print(message, file=sys.stderr)
-                raise
-            results.append(result)
-            if cli.trainer.is_global_zero:
-                print(f"fold {k + 1}/{folds}: {result.accuracy:.3f} %  (run: {result.run})", flush=True)
-        if not cli.trainer.is_global_zero:
-            return 0
-        summary = _summary(cli, results, configs, args)
-        print(summary_line(summary["fold_accuracies"]))
-        stem = _write_outputs(out, summary)
-        print(f"wrote {stem}.json, .md and .png")
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """Cross-validate a recipe the study's way; returns the exit code. Bad input is a UserInputError, which
+    ``commands.main`` ends with ``error: ...`` and exit status 2; a fold's own error names the fold."""
+    folds, out, configs, passthrough = _parse(args)
+    results: list[FoldResult] = []
+    for k in range(folds):
+        try:
+            result, cli = _fit_fold(passthrough, k, folds)
+        except UserInputError as error:
+            raise UserInputError(f"fold {k + 1}/{folds} (--data.fold {k}): {error}{_completed(results)}") from None
+        except BaseException as error:  # also SystemExit: Lightning exits on Ctrl+C
+            message = f"cv stopped in fold {k + 1}/{folds} (--data.fold {k}) by {error!r}{_completed(results)}"
+            print(message, file=sys.stderr)
+            raise
+        results.append(result)
+        if cli.trainer.is_global_zero:
+            print(f"fold {k + 1}/{folds}: {result.accuracy:.3f} %  (run: {result.run})", flush=True)
+    if not cli.trainer.is_global_zero:
+        return 0
+    summary = _summary(cli, results, configs, args)
+    print(summary_line(summary["fold_accuracies"]))
+    stem = _write_outputs(out, summary)
+    print(f"wrote {stem}.json, .md and .png")
     return 0
 
 
@@ -198,7 +201,7 @@ def summary_line(accuracies: list[float] | tuple[float, ...]) -> str:
 def _summary(cli: FashionMNISTCLI, results: list[FoldResult], configs: list[str], args: list[str]) -> dict[str, Any]:
     model = type(cli.model).__name__
     accuracies = [r.accuracy for r in results]
-    study = STUDY_FOLDS.get(model)
+    study = study_folds(model)
     return {
         "model": model,
         "config": configs,
@@ -221,8 +224,11 @@ def _summary(cli: FashionMNISTCLI, results: list[FoldResult], configs: list[str]
 def _write_outputs(out: Path, summary: dict[str, Any]) -> Path:
     """``cv_<Model>.{json,md,png}``, or ``cv_<Model>.<n>.*`` when an earlier cv's files are there: never overwritten."""
     model = summary["model"]
-    stems = (out / (f"cv_{model}" if n == 1 else f"cv_{model}.{n}") for n in itertools.count(1))
-    stem = next(s for s in stems if not any(Path(f"{s}.{ext}").exists() for ext in OUTPUTS))
+    stem = first_free_name(
+        out,
+        numbered(f"cv_{model}", f"cv_{model}.{{}}"),
+        is_free=lambda stem: not any(Path(f"{stem}.{ext}").exists() for ext in OUTPUTS),
+    )
     with open(f"{stem}.json", "x") as file:
         json.dump(summary, file, indent=2)
         file.write("\n")

@@ -1,16 +1,14 @@
 """``export``: a checkpoint as an ONNX or TorchScript file that runs without this project or Lightning.
 
 The exported graph computes what ``predict`` returns, from raw pixels: images N×1×28×28 scaled to [0, 1] (x / 255)
-in, class probabilities N×10 out. The standardisation a model was trained with (``--data.standardize``, recorded in
-the checkpoint) and the test-time flip of ``tta_flip`` models are part of the graph, so its users need to know
-nothing of the training recipe.
+in, class probabilities N×10 out. The standardisation a model was trained with (``--model.init_args.standardize``,
+the model's own, recorded in the checkpoint) and the test-time flip of ``tta_flip`` models are part of the graph, so
+its users need to know nothing of the training recipe.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +16,12 @@ from pathlib import Path
 import torch
 from lightning.pytorch.core.module import _jit_is_scripting
 from torch import nn
+from torch.jit import TracerWarning
 
 from fmnist_lightning.commands.predictions import load
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.fashion_mnist import MEAN, STD
-from fmnist_lightning.models import FashionMNISTClassifier
+from fmnist_lightning.safe_files import atomic_path
+from fmnist_lightning.training.module import FashionMNISTClassifier
 
 # a batch of 2, not 1: traced with one image, the batch size could be taken for a constant
 EXAMPLE_IMAGES = (2, 1, 28, 28)
@@ -30,16 +29,14 @@ INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
 
 
 class PixelsToProbabilities(nn.Module):
-    """The model as ``predict`` runs it, its training's input standardisation moved inside: the exported function."""
+    """The model as ``predict`` runs it, from [0, 1] pixels: the exported function. The model's own standardisation
+    (``model.standardize``, in its ``forward``) and its test-time flip are part of it."""
 
-    def __init__(self, model: FashionMNISTClassifier, standardize: bool) -> None:
+    def __init__(self, model: FashionMNISTClassifier) -> None:
         super().__init__()
         self.model = model
-        self.standardize = standardize
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.standardize:  # the data module's v2.Normalize([MEAN], [STD]), without its tracer warnings
-            images = (images - MEAN) / STD
         # contiguous: channels_last is a training speed-up; the exported function must not depend on the layout
         return self.model.predict_step(images.contiguous(), 0)
 
@@ -102,18 +99,16 @@ def export(checkpoint: Path, export_format: str, out: Path | None = None) -> Pat
     target = out if out is not None else Path(checkpoint.stem + suffix)
     if target.exists():
         raise UserInputError(f"{target} already exists; remove it or pass --out")
-    model = load(checkpoint)  # a damaged or foreign file is a one-line error
-    module = PixelsToProbabilities(model, model.standardized_inputs).eval()
+    model = load(checkpoint)  # through the one safe loader: a damaged, foreign or unsafe file is a one-line error
+    module = PixelsToProbabilities(model).eval()
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    try:
-        # Lightning's own switch for tracing a LightningModule (its to_torchscript and log_graph use it): without
-        # it, the tracer's look at every attribute reaches `trainer`, which raises outside a Trainer
-        with torch.no_grad(), _jit_is_scripting():
-            write(module, partial)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    # Lightning's own switch for tracing a LightningModule (its to_torchscript and log_graph use it): without it, the
+    # tracer's look at every attribute reaches `trainer`, which raises outside a Trainer
+    with atomic_path(target) as partial, torch.no_grad(), _jit_is_scripting(), warnings.catch_warnings():
+        # the model's standardisation (torchvision's normalize) makes its mean and std tensors from Python constants,
+        # which the tracer records as constants: what the exported file needs, and what it warns about
+        warnings.filterwarnings("ignore", "torch.as_tensor results are registered as constants", TracerWarning)
+        write(module, partial)
     return target
 
 
@@ -124,8 +119,9 @@ def export_command(args: list[str]) -> int:
             "Export a checkpoint's model as ONNX or TorchScript. The file maps images N×1×28×28, pixels scaled to "
             "[0, 1] (x / 255.0, light object on black as in Fashion-MNIST), to class probabilities N×10 (softmax, "
             "what predict returns), for any batch size N. The standardisation the model was trained with "
-            "(--data.standardize) is inside the file; a tta_flip model averages the probabilities of each image and "
-            "its mirror image, as predict does. ONNX names the input 'images' and the output 'probabilities'."
+            "(--model.init_args.standardize) is inside the file; a tta_flip model averages the probabilities of "
+            "each image and its mirror image, as predict does. ONNX names the input 'images' and the output "
+            "'probabilities'."
         ),
     )
     parser.add_argument(
@@ -136,10 +132,6 @@ def export_command(args: list[str]) -> int:
         "--out", type=Path, help="the file to write (default: <checkpoint name>.onnx or .pt in the current directory)"
     )
     options = parser.parse_args(args)
-    try:
-        written = export(options.ckpt_path, options.export_format, options.out)
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    written = export(options.ckpt_path, options.export_format, options.out)  # UserInputError: main's exit 2
     print(f"wrote {written}: {options.export_format}, images N×1×28×28 in [0, 1] → probabilities N×10")
     return 0

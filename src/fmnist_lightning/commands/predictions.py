@@ -12,10 +12,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from fmnist_lightning import models
-from fmnist_lightning.commands import runs
+from fmnist_lightning.commands import checkpoints, runs
 from fmnist_lightning.data.datasets import ImageBatch
 from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.safe_files import create_first_free, numbered
 from fmnist_lightning.training.module import FashionMNISTClassifier
 from fmnist_lightning.training.prediction import Prediction, rank_classes
 
@@ -24,12 +24,20 @@ CSV_COLUMNS = ("file", "class_index", "class_name", "probability", "top3")
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> FashionMNISTClassifier:
     """The model of any project checkpoint (a run's, a published ``weights/*.ckpt``, a converted Keras model), in
-    eval mode; ``predict_images`` then normalises its inputs as the checkpoint's training data was."""
-    saved = runs.read_checkpoint(Path(path), "predict", "")  # a damaged or foreign file is a UserInputError
-    model_class = getattr(models, saved["hyper_parameters"]["_class_path"].rpartition(".")[2])  # checked there
-    # on the recorded class, not the base: Lightning builds the class the checkpoint names only through a class
-    # whose __init__ takes **kwargs
-    return model_class.load_from_checkpoint(path, map_location=map_location).eval()
+    eval mode; it standardises its inputs as it was trained to (``model.standardize``), so ``predict_images`` and
+    ``model(pixels)`` take plain [0, 1] pixels.
+
+    The file is read by the one safe loader first (``checkpoints.read_checkpoint``: weights only, a registered
+    model), and Lightning's second read is weights-only too, whatever torch's default or the environment say.
+    """
+    path = Path(path)
+    saved = checkpoints.read_checkpoint(path, f"--ckpt_path {path}")  # a damaged or foreign file: UserInputError
+    # on the registered class the file records, not the base: Lightning builds the class the checkpoint names only
+    # through a class whose __init__ takes **kwargs
+    model_class = checkpoints.model_class(saved)
+    with checkpoints.safe_globals():
+        model = model_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    return model.eval()
 
 
 class PredictionCSV(BasePredictionWriter):
@@ -89,15 +97,10 @@ def output_folder(checkpoint: str | None) -> Path:
 def open_new_csv(folder: Path) -> IO[str]:
     """``predictions.csv`` in ``folder``, or ``predictions.<k>.csv`` with the first k from 2 whose file does not
     exist: created exclusively, so an earlier prediction is never overwritten."""
-    k = 1
-    while True:
-        path = folder / ("predictions.csv" if k == 1 else f"predictions.{k}.csv")
-        try:
-            return path.open("x", newline="")
-        except FileExistsError:
-            k += 1
-        except OSError as error:
-            raise UserInputError(
-                f"cannot write {path} ({error.strerror}); predictions go into the checkpoint's run folder, "
-                "else the current directory: make it writable"
-            ) from None
+    try:
+        return create_first_free(folder, numbered("predictions.csv", "predictions.{}.csv"), newline="")
+    except OSError as error:
+        raise UserInputError(
+            f"cannot write {error.filename} ({error.strerror}); predictions go into the checkpoint's run folder, "
+            "else the current directory: make it writable"
+        ) from None

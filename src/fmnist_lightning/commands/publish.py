@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +18,13 @@ import lightning as L
 import torch
 import yaml
 
-from fmnist_lightning.commands import runs
+from fmnist_lightning.commands import checkpoints, runs
 from fmnist_lightning.commands.predictions import load
 from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.models import FashionMNISTClassifier, count_params
+from fmnist_lightning.observe.record import METRICS_FILE, UnreadableRecordError, load_run_metrics
+from fmnist_lightning.safe_files import write_atomically
+from fmnist_lightning.training.module import FashionMNISTClassifier, count_params
 from fmnist_lightning.weights import WEIGHTS_DIR
 
 KEPT = (
@@ -54,8 +53,9 @@ def measure_test_accuracy(path: Path, data_dir: Path) -> float:
 
 
 def accuracy_on_test_set(model: FashionMNISTClassifier, data_dir: Path) -> float:
-    """A loaded checkpoint's accuracy on the official 10k test set, standardised as it was trained."""
-    data = FashionMNISTDataModule(str(data_dir), standardize=model.standardized_inputs, download=False)
+    """A loaded checkpoint's accuracy on the official 10k test set; the model standardises its inputs itself, as it
+    was trained to (``model.standardize``)."""
+    data = FashionMNISTDataModule(str(data_dir), download=False)
     trainer = L.Trainer(
         accelerator="cpu",
         logger=False,
@@ -67,19 +67,12 @@ def accuracy_on_test_set(model: FashionMNISTClassifier, data_dir: Path) -> float
     return results["test/acc"]
 
 
-def write_slim_checkpoint(source: Path, target: Path) -> dict[str, Any]:
-    """Copy the evaluation part of ``source`` to ``target``; the file appears whole or not at all."""
-    try:
-        checkpoint = torch.load(source, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise UserInputError(f"{source} is not a readable checkpoint ({type(error).__name__}: {error})") from error
-    if "state_dict" not in checkpoint or "_class_path" not in checkpoint.get("hyper_parameters", {}):
-        raise UserInputError(f"{source} is not a checkpoint of this project's models (no model class recorded)")
+def slim_checkpoint(source: Path) -> dict[str, Any]:
+    """The evaluation part of ``source``, read by the one safe loader (weights only, a registered model): publishing
+    once ran a pickled payload here, and a published file is what others load next."""
+    checkpoint = checkpoints.read_checkpoint(source, str(source))
     slim = {key: checkpoint[key] for key in KEPT if key in checkpoint}
-    slim["hyper_parameters"] = {**slim["hyper_parameters"], "_instantiator": runs.INSTANTIATOR}
-    partial = target.with_name(f".{target.name}.partial")
-    torch.save(slim, partial)
-    partial.replace(target)
+    slim["hyper_parameters"] = {**slim["hyper_parameters"], "_instantiator": checkpoints.INSTANTIATOR}
     return slim
 
 
@@ -122,30 +115,36 @@ def publish_command(args: list[str]) -> int:
     parser.add_argument("--title", help="the card's heading (default: the model's class name)")
     parser.add_argument("--out_dir", type=Path, default=WEIGHTS_DIR)
     options = parser.parse_args(args)
-    try:
-        card = publish(options)
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    card = publish(options)  # a UserInputError ends the command in main: `error: ...`, exit 2
     print(f"wrote {options.out_dir / card['file']} ({100 * card['test_accuracy']:.2f} % test) and its card")
     return 0
 
 
-RUN_FILES = (("metrics.json", json.loads), ("config.yaml", yaml.safe_load))
-
-
-def read_run_file(path: Path, parse: Callable[[str], Any]) -> dict[str, Any]:
-    """One of the files ``fit`` writes beside its checkpoints, which the card is made from."""
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The fit's config.yaml beside its checkpoints, which the card is made from."""
+    path = run_dir / "config.yaml"
     try:
-        data = parse(path.read_text())
+        data = yaml.safe_load(path.read_text())
     except (OSError, ValueError, yaml.YAMLError):
         data = None
     if not isinstance(data, dict):
-        raise UserInputError(
-            f"{path} is missing or unreadable; publish needs the metrics.json and config.yaml that fit writes "
-            "into the run folder (a run stopped before fit started has none)"
-        )
+        raise _missing(path)
     return data
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """The run's metrics.json (``observe.record``, its one reader), which the card is made from."""
+    try:
+        return load_run_metrics(run_dir)
+    except (FileNotFoundError, UnreadableRecordError):
+        raise _missing(run_dir / METRICS_FILE) from None
+
+
+def _missing(path: Path) -> UserInputError:
+    return UserInputError(
+        f"{path} is missing or unreadable; publish needs the metrics.json and config.yaml that fit writes "
+        "into the run folder (a run stopped before fit started has none)"
+    )
 
 
 def publish(options: argparse.Namespace) -> dict[str, Any]:
@@ -157,9 +156,10 @@ def publish(options: argparse.Namespace) -> dict[str, Any]:
     if run is None:
         raise UserInputError(f"{options.checkpoint} is not inside a run folder (<save_dir>/<Model>/version_N/)")
     run_dir = run[0] / run[1] / f"version_{run[2]}"
-    metrics, config = (read_run_file(run_dir / name, parse) for name, parse in RUN_FILES)
+    metrics, config = read_metrics(run_dir), read_run_config(run_dir)
+    slim = slim_checkpoint(options.checkpoint)  # refused before anything is written
     options.out_dir.mkdir(parents=True, exist_ok=True)
-    slim = write_slim_checkpoint(options.checkpoint, target)
+    write_atomically(target, lambda file: torch.save(slim, file))
     try:
         card = make_card(options, target, slim, metrics, config)
     except BaseException:

@@ -17,23 +17,24 @@ run instead of starting a new version.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from jsonargparse import Namespace
 
-from fmnist_lightning import models
+from fmnist_lightning.commands import checkpoints
+from fmnist_lightning.commands.checkpoints import INSTANTIATOR as INSTANTIATOR  # where convert-keras finds it
 from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.safe_files import first_free_name, numbered
 
 KEYWORDS = ("best", "last")
 # the trainer settings from which Lightning estimates a run's optimizer steps (and so a OneCycleLR's length)
 RUN_LENGTH = ("max_epochs", "max_steps", "limit_train_batches", "accumulate_grad_batches", "devices", "num_nodes")
-INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"  # lets load_from_checkpoint build the recorded class
 VERSION = re.compile(r"version_(\d+)")
 # Settings that say where the data is, how fast to run or how to evaluate, not what a run trains: `best` and `last`
 # find a run whatever their values
@@ -158,34 +159,19 @@ def _length_from_trainer(config: Mapping[str, Any]) -> bool:
 
 
 def read_checkpoint(checkpoint: Path, command: str, config_class_path: str) -> dict[str, Any]:
-    """The checkpoint's contents (memory-mapped, so a large file costs little), after the checks that turn
-    Lightning's tracebacks for a damaged or unsuitable file into one line."""
+    """The checkpoint's contents, read by the one safe loader (``checkpoints.read_checkpoint``: weights only, a
+    registered model), after the checks that turn Lightning's tracebacks for a damaged or unsuitable file into one
+    line. The CLI calls it while parsing its arguments, before Lightning reads the file itself."""
     where = f"--ckpt_path {checkpoint}"
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:
-        raise UserInputError(
-            f"{where}: not a readable checkpoint, truncated or not a torch file ({type(error).__name__}); copy it "
-            "again, or pass the run's other checkpoint (best or last)"
-        ) from None
-    if not isinstance(saved, dict) or not {"state_dict", "pytorch-lightning_version"} <= saved.keys():
-        raise UserInputError(
-            f"{where}: not a Lightning checkpoint; a Keras model of the study converts with convert-keras"
-        )
-    class_path = (saved.get("hyper_parameters") or {}).get("_class_path", "")
-    module, _, name = class_path.rpartition(".")
-    model_class = getattr(models, name, None) if module == models.__name__ else None
-    if not (isinstance(model_class, type) and issubclass(model_class, models.FashionMNISTClassifier)):
-        raise UserInputError(
-            f"{where}: a checkpoint of {class_path or 'an unnamed model'}, not of this project's models; pass one "
-            "written by fit, publish or convert-keras"
-        )
+    saved = checkpoints.read_checkpoint(checkpoint, where)
     if command == "fit":
+        info = checkpoints.model_info(saved, where)
         if "optimizer_states" not in saved:
             raise UserInputError(f"{where}: holds weights only (published or converted); fit resumes a run's last.ckpt")
-        if class_path != config_class_path:
+        if config_class_path not in (info.class_path, *info.aliases):
+            trains = config_class_path.rpartition(".")[2]
             raise UserInputError(
-                f"{where}: a {name} checkpoint, but the config trains {config_class_path.rpartition('.')[2]}; "
+                f"{where}: a {info.class_name} checkpoint, but the config trains {trains}; "
                 "resume with the config the run was trained with (its config.yaml)"
             )
     return saved
@@ -201,6 +187,7 @@ def run_of_checkpoint(checkpoint: Path) -> tuple[Path, str, int] | None:
 
 
 def free_config_name(log_dir: Path, command: str) -> str:
-    """``config.yaml`` for a run's first command; later ones never overwrite it."""
-    candidates = ["config.yaml", f"config.{command}.yaml"] + [f"config.{command}.{k}.yaml" for k in range(2, 10_000)]
-    return next(name for name in candidates if not (log_dir / name).exists())
+    """``config.yaml`` for a run's first command; later ones never overwrite it: ``config.<command>.yaml``, then
+    ``config.<command>.2.yaml``, …"""
+    names = itertools.chain(["config.yaml"], numbered(f"config.{command}.yaml", f"config.{command}.{{}}.yaml"))
+    return first_free_name(log_dir, names).name

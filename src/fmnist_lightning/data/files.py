@@ -11,9 +11,8 @@ import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.error import URLError
 
 import torch
@@ -21,6 +20,7 @@ from torchvision.datasets import FashionMNIST
 
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.fashion_mnist import NUM_CLASSES
+from fmnist_lightning.safe_files import write_atomically
 
 RAW_FILES = tuple(Path(url).stem for url, _ in FashionMNIST.resources)  # train/t10k images/labels, uncompressed
 DATA_DIR_HINT = "point --data.data_dir to a folder holding the four Fashion-MNIST files (.gz or uncompressed)"
@@ -110,21 +110,22 @@ def read_split(data_dir: Path, cache_dir: Path, train: bool) -> tuple[torch.Tens
 
 def _materialize(source: Path, target: Path) -> None:
     """Put an uncompressed copy of ``source`` at ``target`` atomically, so concurrent ranks never see half a file."""
+    opener: Any = gzip.open if source.suffix == ".gz" else open
+
+    def copy(file: BinaryIO) -> None:
+        try:
+            with opener(source, "rb") as src:
+                shutil.copyfileobj(src, file)
+        except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+            raise UserInputError(
+                f"{source} is corrupt or truncated ({error or type(error).__name__}); "
+                f"replace it with the original file or {DATA_DIR_HINT}"
+            ) from None
+
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.NamedTemporaryFile(dir=target.parent, delete=False)  # noqa: SIM115 - closed by the `with` below
-    except OSError as error:
+        write_atomically(target, copy)
+    except OSError as error:  # the cache folder, not the source: copy's errors are UserInputErrors
         raise UserInputError(
             f"cannot write the data cache {target.parent} ({error.strerror}); set --data.cache_dir to a writable folder"
         ) from None
-    opener: Any = gzip.open if source.suffix == ".gz" else open
-    try:
-        with tmp, opener(source, "rb") as src:
-            shutil.copyfileobj(src, tmp)
-    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
-        Path(tmp.name).unlink()
-        raise UserInputError(
-            f"{source} is corrupt or truncated ({error or type(error).__name__}); "
-            f"replace it with the original file or {DATA_DIR_HINT}"
-        ) from None
-    os.replace(tmp.name, target)
