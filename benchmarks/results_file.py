@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from fmnist_lightning.safe_files import write_atomically
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -102,6 +104,4 @@ def write_results(path: Path, script: str, fields: dict[str, Any], device: str =
         **fields,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    partial.replace(path)  # an interrupted write leaves the earlier results, not half a file
+    write_atomically(path, json.dumps(record, indent=2) + "\n")  # an interrupted write leaves the earlier results

@@ -22,6 +22,7 @@ from torch import nn
 from fmnist_lightning.commands import runs
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.registry import list_models, model_class
+from fmnist_lightning.safe_files import write_atomically
 from fmnist_lightning.training.module import FashionMNISTClassifier, count_params
 
 BatchNormLayer = nn.modules.batchnorm._BatchNorm
@@ -238,9 +239,7 @@ def save_converted_checkpoint(model: FashionMNISTClassifier, path: Path, source:
         "converted_from_keras": str(source),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save(checkpoint, partial)
-    partial.replace(path)
+    write_atomically(path, lambda file: torch.save(checkpoint, file))
     return path
 
 

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from lightning.pytorch.core.module import _jit_is_scripting
 from torch import nn
 from torch.jit import TracerWarning
 
 from fmnist_lightning.commands.predictions import load
 from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.lightning_private import jit_is_scripting
 from fmnist_lightning.safe_files import atomic_path
 from fmnist_lightning.training.module import FashionMNISTClassifier
 
@@ -104,7 +104,7 @@ def export(checkpoint: Path, export_format: str, out: Path | None = None) -> Pat
     target.parent.mkdir(parents=True, exist_ok=True)
     # Lightning's own switch for tracing a LightningModule (its to_torchscript and log_graph use it): without it, the
     # tracer's look at every attribute reaches `trainer`, which raises outside a Trainer
-    with atomic_path(target) as partial, torch.no_grad(), _jit_is_scripting(), warnings.catch_warnings():
+    with atomic_path(target) as partial, torch.no_grad(), jit_is_scripting(), warnings.catch_warnings():
         # the model's standardisation (torchvision's normalize) makes its mean and std tensors from Python constants,
         # which the tracer records as constants: what the exported file needs, and what it warns about
         warnings.filterwarnings("ignore", "torch.as_tensor results are registered as constants", TracerWarning)

@@ -16,15 +16,13 @@ combination is refused, and the schedule's length must then be given.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import lightning as L
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, OneCycleLR, ReduceLROnPlateau, SequentialLR
 
 from fmnist_lightning.errors import UserInputError
-
-if TYPE_CHECKING:
-    from fmnist_lightning.training.module import FashionMNISTClassifier
 
 
 class CosineAnnealingToEndLR(CosineAnnealingLR):
@@ -46,7 +44,7 @@ class CosineAnnealingToEndLR(CosineAnnealingLR):
         super().__init__(optimizer, T_max, eta_min, last_epoch)  # type: ignore[arg-type]
 
 
-def configure_optimizers(module: FashionMNISTClassifier) -> Any:
+def configure_optimizers(module: L.LightningModule) -> Any:
     """What ``module.configure_optimizers`` returns: the optimizer alone, or with its scheduler's config."""
     optimizer = module.optimizer(module.parameters())
     warmup = module.hparams.warmup
@@ -70,7 +68,7 @@ def configure_optimizers(module: FashionMNISTClassifier) -> Any:
     return {"optimizer": optimizer, "lr_scheduler": scheduler_config}
 
 
-def build_scheduler(module: FashionMNISTClassifier, optimizer: Optimizer, interval: str) -> tuple[Any, str]:
+def build_scheduler(module: L.LightningModule, optimizer: Optimizer, interval: str) -> tuple[Any, str]:
     """The config's scheduler over ``optimizer``, its length from the trainer where it has none; and its interval."""
     try:
         scheduler = module.lr_scheduler(optimizer)
@@ -92,7 +90,7 @@ def build_scheduler(module: FashionMNISTClassifier, optimizer: Optimizer, interv
     return scheduler, interval
 
 
-def cosine_length(module: FashionMNISTClassifier, interval: str) -> int:
+def cosine_length(module: L.LightningModule, interval: str) -> int:
     """A ``CosineAnnealingLR``'s ``T_max`` for the rest of the run after the warm-up, in scheduler intervals.
 
     At least 1: a run that ends within its warm-up never reaches the cosine, which steps once, into its first
