@@ -24,8 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from fmnist_lightning import registry
 from fmnist_lightning.errors import UserInputError
 
@@ -47,6 +45,8 @@ REFUSED_HINT = (
 @contextmanager
 def safe_globals() -> Iterator[None]:
     """torch's weights-only allowlist with ``SAFE_GLOBALS`` added, for this block only (no global registration)."""
+    import torch  # here, not at the top: `compare` imports this module and needs no torch (nor its 2 s import)
+
     with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
         yield
 
@@ -57,6 +57,8 @@ def load_safely(path: Path, where: str) -> Any:
     A file it refuses is one that names other objects (functions, classes: what a malicious payload needs) and is
     reported as such; a truncated or foreign file as that. ``where`` starts the one-line message.
     """
+    import torch
+
     try:
         with safe_globals():
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -79,6 +81,8 @@ def load_safely(path: Path, where: str) -> Any:
 
 def _refused_globals(path: Path) -> list[str]:
     """The classes and functions the file's pickle names beyond the allowlist, read without unpickling it."""
+    import torch
+
     try:
         with safe_globals():
             return torch.serialization.get_unsafe_globals_in_checkpoint(path)
