@@ -8,9 +8,11 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fmnist_lightning.commands.cli import FashionMNISTCLI, main
+from fmnist_lightning.commands.cli import FashionMNISTCLI
+from fmnist_lightning.commands.main import main
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.models import CustomCNN, FastCNN, LeNet5
+from fmnist_lightning.observe.progress import BatchProgressBar
 from fmnist_lightning.observe.run_metrics import RunMetrics
 from support import REPO, error_line
 
@@ -26,8 +28,9 @@ def progress_bars(cli: FashionMNISTCLI) -> list:
 
 
 def test_the_default_bar_is_tqdm_redrawn_every_ten_steps(tiny_data, tmp_path):
+    """tqdm's bar, counting batches where Lightning's counts its steps (steps_per_execution batches each)."""
     (bar,) = progress_bars(make_cli(tiny_data, tmp_path))
-    assert type(bar) is TQDMProgressBar and bar.refresh_rate == 10
+    assert type(bar) is BatchProgressBar and isinstance(bar, TQDMProgressBar) and bar.refresh_rate == 10
 
 
 def test_the_bar_can_be_turned_off_or_replaced(tiny_data, tmp_path):

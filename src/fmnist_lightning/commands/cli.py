@@ -5,11 +5,14 @@ from __future__ import annotations
 import signal
 import sys
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Any
 
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -18,6 +21,10 @@ from fmnist_lightning.commands.predictions import PredictionCSV
 from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.lightning_private import TrainerWithoutDuplicateBar
+from fmnist_lightning.observe import fit_summary
+from fmnist_lightning.observe.evaluation import tensorboard_logger
+from fmnist_lightning.observe.graph import NetworkGraph
+from fmnist_lightning.observe.progress import BatchProgressBar, network_summary_like
 from fmnist_lightning.observe.run_metrics import RunMetrics
 from fmnist_lightning.training import FashionMNISTClassifier, SaveOnInterrupt
 from fmnist_lightning.training.module import saved_standardize
@@ -36,6 +43,8 @@ class SaveConfigBesideRun(SaveConfigCallback):
     """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not trainer.loggers and getattr(stage, "value", stage) != "fit":
+            self.already_saved = True  # an evaluation without a logger has no run folder (a published checkpoint's)
         log_dir = trainer.log_dir  # a broadcast from rank 0: every rank must ask, in the same order
         if not self.already_saved and log_dir is not None:
             command = getattr(stage, "value", stage)  # TrainerFn: fit, validate, test, predict
@@ -69,8 +78,10 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
         parser.add_lightning_class_args(SaveOnInterrupt, "save_on_interrupt")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         # Lightning's default bar is Rich's when rich is installed (keras brings it): it redraws on every step, which
-        # cost 15 % of LeNet-5's training throughput here; tqdm redrawn every refresh_rate steps ~3 %
-        parser.add_lightning_class_args(TQDMProgressBar, "progress_bar")
+        # cost 15 % of LeNet-5's training throughput here; tqdm redrawn every refresh_rate steps ~3 %. Ours counts
+        # batches, where Lightning's counts its steps (steps_per_execution batches each), and redraws every
+        # refresh_rate batches
+        parser.add_lightning_class_args(BatchProgressBar, "progress_bar")
         # K optimizer steps per Lightning step need K batches per loader item (fmnist_lightning.training.multi_step)
         parser.link_arguments("model.init_args.steps_per_execution", "data.batches_per_step")
         parser.set_defaults(
@@ -99,6 +110,21 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
             }
         )
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, with the network's summary in place of Lightning's default model summary, and the network's
+        graph drawn by ``NetworkGraph`` where the logger was asked to draw it."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        own_summary = any(isinstance(c, ModelSummary) for c in config.trainer.get("callbacks") or [])
+        trainer = super().instantiate_trainer(**kwargs)
+        if not own_summary:  # Lightning's default, present unless enable_model_summary is false
+            trainer.callbacks[:] = [
+                network_summary_like(c) if isinstance(c, ModelSummary) else c for c in trainer.callbacks
+            ]
+        if self._network_graph:
+            trainer.callbacks.append(NetworkGraph())
+            tensorboard_args(self.config[self.subcommand] if self.subcommand else self.config).log_graph = True
+        return trainer
+
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
         """Resolves ``--ckpt_path`` to a file before LightningCLI reads the model's hyperparameters from it."""
         super().parse_arguments(parser, args)
@@ -118,6 +144,9 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
             runs.check_resume(checkpoint, checkpoint.parent.parent, config)
         if logger is not None and run is not None:
             logger.save_dir, logger.name, logger.version = str(run[0]), run[1], run[2]
+        if command != "fit" and run is None and not logger_asked(sys.argv[1:] if args is None else args, config):
+            # evaluating a checkpoint outside a run folder (weights/lenet.ckpt) makes no run folder of its own
+            config.trainer.logger = False
 
     def before_fit(self) -> None:
         """Checks what would otherwise fail after the run folder exists, with a traceback: the log folder must be
@@ -166,6 +195,11 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
             logger.name = model_name(config)
         if logger is not None and self.subcommand != "fit":
             logger.log_graph = False  # fit logged it; a second graph in the run folder makes TensorBoard warn
+        # Lightning draws the graph through torch.jit.trace, which torch 2.14 deprecates: NetworkGraph draws it
+        # instead (observe/graph.py), and the config keeps saying log_graph (instantiate_trainer sets it back)
+        self._network_graph = logger is not None and bool(logger.log_graph)
+        if logger is not None:
+            logger.log_graph = False
         profiler = config.trainer.get("profiler")
         if isinstance(profiler, str) and profiler in PROFILERS:
             # Lightning prints a profiler named by a string to stdout; with a filename it writes
@@ -185,11 +219,75 @@ def model_name(config: Namespace) -> str:
     return config.model.class_path.rsplit(".", 1)[-1]
 
 
+def logger_asked(args: list[str], config: Namespace) -> bool:
+    """Whether the command line or a config file names the trainer's logger (or the whole trainer config)."""
+    if any(
+        arg.split("=", 1)[0] in ("--trainer", "--trainer.logger") or arg.startswith("--trainer.logger.") for arg in args
+    ):
+        return True
+    for path in config.get("config") or []:
+        trainer = (yaml.safe_load(path.get_content()) or {}).get("trainer")
+        if isinstance(trainer, dict) and "logger" in trainer:
+            return True
+    return False
+
+
+def config_paths(config: Namespace) -> list[str]:
+    """The ``--config`` files of a command as the user gave them."""
+    return [str(getattr(path, "relative", path)) for path in config.get("config") or []]
+
+
+def closing_lines(cli: FashionMNISTCLI) -> list[str]:
+    """What the command did and where it left it, from the run's record (``observe/fit_summary.py``)."""
+    command, trainer = cli.subcommand, cli.trainer
+    config = cli.config[command]
+    record = next((c for c in trainer.callbacks if isinstance(c, RunMetrics)), None)
+    logger = tensorboard_logger(trainer)
+    run_dir = Path(logger.log_dir) if logger is not None else None
+    if trainer.fast_dev_run:
+        return [f"{command} ran with fast_dev_run: a check on one batch, which writes no run folder or checkpoint"]
+    if command == "fit" and record is not None:
+        checkpoints = {c.filename: Path(c.best_model_path) for c in trainer.checkpoint_callbacks if c.best_model_path}
+        texts = [path.get_content() for path in config.get("config") or []]
+        chosen = fit_summary.recipe_checkpoint(texts, config.data.get("validation"))
+        return fit_summary.fit_lines(
+            record.metrics,
+            run_dir,
+            checkpoints,
+            chosen,
+            config_paths(config),
+            config.data.data_dir,
+            logger.save_dir if logger is not None else None,
+        )
+    if command in ("validate", "test"):
+        if command == "test" and record is not None:
+            figures, written = record.test_figures, record.record
+        else:
+            logged = trainer.callback_metrics
+            figures, written = (
+                {f"val_{n}": logged[f"val/{n}"].item() for n in ("acc", "loss") if f"val/{n}" in logged},
+                None,
+            )
+        return fit_summary.evaluation_lines(command, figures, trainer.ckpt_path, written, run_dir)
+    if command == "predict" and not cli.datamodule.predict_files:  # the user's images: PredictionCSV summarised
+        return fit_summary.prediction_lines(len(cli.datamodule.test_set), trainer.ckpt_path)
+    return []
+
+
 def lightning_command(argv: list[str] | None) -> int:
     """fit, validate, test or predict through LightningCLI; the exit status."""
-    try:
-        cli = FashionMNISTCLI(argv)  # None: LightningCLI reads sys.argv itself
-    except SIGTERMException:  # Lightning's SystemExit after SaveOnInterrupt saved the run
-        print("stopped by SIGTERM; resume with: fit --config ... --ckpt_path last", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    with warnings.catch_warnings():
+        # Lightning 2.6's CombinedLoader builds torch's deprecated LeafSpec for every data loader (its _pytree.py;
+        # Lightning-AI/pytorch-lightning#21326): Lightning's own call, which no option of ours avoids
+        warnings.filterwarnings(
+            "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+        )
+        try:
+            cli = FashionMNISTCLI(argv)  # None: LightningCLI reads sys.argv itself
+        except SIGTERMException:  # Lightning's SystemExit after SaveOnInterrupt saved the run
+            print("stopped by SIGTERM; resume with: fit --config ... --ckpt_path last", file=sys.stderr)
+            return 128 + signal.SIGTERM
+    lines = closing_lines(cli) if cli.subcommand is not None and cli.trainer.is_global_zero else []
+    if lines:
+        print("\n".join(lines), flush=True)
     return 1 if cli.datamodule.unreadable else 0  # predict skipped images it could not read

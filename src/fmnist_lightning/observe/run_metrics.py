@@ -53,6 +53,8 @@ class RunMetrics(L.Callback):
         self.activation_memory = activation_memory
         self.metrics: dict[str, Any] = {}
         self._checkpoint_epochs: int | None = None  # epochs recorded when the checkpoint being resumed was saved
+        self.record: Path | None = None  # the metrics.json this process last wrote (rank 0)
+        self.test_figures: dict[str, float] = {}  # the last test's, recorded or not (a command's closing lines)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epochs": self.metrics.get("epochs", 0)}
@@ -61,8 +63,11 @@ class RunMetrics(L.Callback):
         self._checkpoint_epochs = state_dict["epochs"]
 
     def _path(self, trainer: L.Trainer) -> Path | None:
-        """``metrics.json`` on rank 0, None elsewhere. Every rank must call it: ``log_dir`` is a DDP broadcast."""
+        """``metrics.json`` on rank 0, None elsewhere, and None for an evaluation without a logger, which has no run
+        folder (a published checkpoint's test). Every rank must call it: ``log_dir`` is a DDP broadcast."""
         log_dir = trainer.log_dir
+        if not trainer.loggers and trainer.state.fn != "fit":
+            return None
         return Path(log_dir) / METRICS_FILE if log_dir and trainer.is_global_zero else None
 
     def _write(self, trainer: L.Trainer) -> None:
@@ -70,6 +75,7 @@ class RunMetrics(L.Callback):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomically(path, self.metrics)
+            self.record = path
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         parameter_bytes = sum(t.numel() * t.element_size() for t in (*pl_module.parameters(), *pl_module.buffers()))
@@ -203,15 +209,18 @@ class RunMetrics(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Adds the test figures to the run's ``metrics.json`` (written by its ``fit``, maybe in another process)."""
         path = self._path(trainer)
+        logged = trainer.callback_metrics
+        self.test_figures = {
+            f"test_{name}": logged[f"test/{name}"].item() for name in CURVES if f"test/{name}" in logged
+        }
         if path is None:
             return
         metrics = read_run_metrics(path.parent)
         fitted = "status" in metrics  # its fit declared the hparams results
         metrics = metrics or {"model": type(pl_module).__name__, "parameters": count_params(pl_module)}
-        for name in CURVES:
-            if f"test/{name}" in trainer.callback_metrics:
-                metrics[f"test_{name}"] = trainer.callback_metrics[f"test/{name}"].item()
+        metrics.update(self.test_figures)
         write_json_atomically(path, metrics)
+        self.record = path
         log_hparams_with_results(trainer, pl_module, metrics, declare=not fitted)
 
 

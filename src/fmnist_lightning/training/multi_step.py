@@ -10,6 +10,7 @@ step on each, in manual optimization, with the same batches and updates as one a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,28 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 def training_batches(batch: Any) -> list[Batch]:
     """The (images, targets) batches of one Lightning training step: the list of K batches, or the one batch."""
     return batch if isinstance(batch, list) else [batch]
+
+
+def batches_per_step(module: L.LightningModule) -> int:
+    """The batches (optimizer steps) one Lightning training step takes: the model's ``steps_per_execution``."""
+    return int(module.hparams.get("steps_per_execution", 1))
+
+
+def batches_per_epoch(trainer: L.Trainer) -> int | float:
+    """The training batches of an epoch, where Lightning counts its training steps (``num_training_batches``): with
+    ``steps_per_execution`` K > 1 each holds K batches but the epoch's last, whose loader item holds the rest of the
+    images, may hold fewer. ``inf`` for a loader without a length."""
+    steps = trainer.num_training_batches
+    k = batches_per_step(trainer.lightning_module)
+    loader = trainer.train_dataloader
+    if k == 1 or math.isinf(steps) or not hasattr(loader, "sampler") or not loader.batch_size:
+        return steps * k
+    groups = len(loader)  # a whole epoch's loader items; limit_train_batches may stop before the short last one
+    if steps < groups:
+        return steps * k
+    # per DDP rank: the sampler's share; a drop_last loader's last item is whole
+    last_images = min(len(loader.sampler) - (groups - 1) * loader.batch_size, loader.batch_size)
+    return (groups - 1) * k + math.ceil(last_images / (loader.batch_size // k))
 
 
 def take_steps(module: L.LightningModule, batches: Any, plain: bool) -> tuple[Any, Any]:

@@ -1,0 +1,109 @@
+"""What the console shows while a command runs: a progress bar that counts batches and a summary of the network.
+
+- ``BatchProgressBar``: with ``steps_per_execution`` K > 1 each Lightning training step takes K batches, and
+  Lightning's bar would count 59 "steps" in an epoch of LeNet-5's 938 batches; this bar counts the batches.
+- ``NetworkSummary`` and ``RichNetworkSummary``: the model summary at the start of ``fit``, two levels deep so the
+  network's top layers show (``net``, ``net.0``, ...), without the model's torchmetrics objects (epoch means and
+  confusion matrices), which hold no weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelSummary, RichModelSummary, TQDMProgressBar
+from torchmetrics import Metric
+
+from fmnist_lightning.training.multi_step import batches_per_epoch, batches_per_step, training_batches
+
+SUMMARY_DEPTH = 2  # the LightningModule's children (the network) and theirs (its layers or blocks)
+
+
+class BatchProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, counting training batches (optimizer steps) instead of Lightning's training steps.
+
+    ``refresh_rate`` counts batches too: the bar is redrawn when a multiple of it is passed, and at an epoch's end.
+    With K = 1 it draws what ``TQDMProgressBar`` draws, at the same moments.
+    """
+
+    @property
+    def total_train_batches(self) -> int | float:
+        trainer = self.trainer
+        total = batches_per_epoch(trainer)
+        if trainer.max_epochs == -1 and trainer.max_steps is not None and trainer.max_steps > 0:
+            return min(total, trainer.max_steps - trainer.global_step)  # global_step counts batches (optimizer steps)
+        return total
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        bar = self.train_progress_bar
+        if bar is None or not self.is_enabled:
+            return
+        taken = len(training_batches(batch))
+        done = batch_idx * batches_per_step(pl_module) + taken  # every earlier step of the epoch held K batches
+        last = trainer.is_last_batch
+        if done // self.refresh_rate == (done - taken) // self.refresh_rate and done != bar.total and not last:
+            return
+        if last and bar.total is not None and done < bar.total:
+            bar.total = done  # fewer than estimated: a data module that drops a short batch (mixup)
+        if not bar.disable:
+            bar.n = done
+            bar.refresh()
+        bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+
+class _WithoutMetricRows:
+    """Leaves the rows of torchmetrics objects, and what they hold, out of a ``ModelSummary`` callback's table."""
+
+    _hidden: tuple[str, ...] = ()
+    _hidden_training: int = 0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = [(name, module) for name, module in pl_module.named_modules() if isinstance(module, Metric)]
+        self._hidden = tuple(name for name, _ in metrics)
+        self._hidden_training = sum(inner.training for _, module in metrics for inner in module.modules())
+        super().on_fit_start(trainer, pl_module)  # type: ignore[misc]
+
+    def _shown(self, name: str) -> bool:
+        return not any(name == hidden or name.startswith(f"{hidden}.") for hidden in self._hidden)
+
+    def summarize(
+        self,
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs: Any,
+    ) -> None:
+        names = dict(summary_data)["Name"]
+        rows = [i for i, name in enumerate(names) if self._shown(name)]
+        columns = [(title, [values[i] for i in rows]) for title, values in summary_data]
+        if columns and columns[0][0] == " ":  # the row numbers, counted again
+            columns[0] = (" ", [str(i) if value.strip() else value for i, value in enumerate(columns[0][1])])
+        modes = {**total_training_modes, "train": total_training_modes["train"] - self._hidden_training}
+        super().summarize(  # type: ignore[misc]
+            columns, total_parameters, trainable_parameters, model_size, modes, total_flops, **summarize_kwargs
+        )
+
+
+class NetworkSummary(_WithoutMetricRows, ModelSummary):
+    """Lightning's plain-text model summary of the network's layers."""
+
+    def __init__(self, max_depth: int = SUMMARY_DEPTH, **summarize_kwargs: Any) -> None:
+        super().__init__(max_depth, **summarize_kwargs)
+
+
+class RichNetworkSummary(_WithoutMetricRows, RichModelSummary):
+    """Lightning's Rich model summary (its default where ``rich`` is installed) of the network's layers."""
+
+    def __init__(self, max_depth: int = SUMMARY_DEPTH, **summarize_kwargs: Any) -> None:
+        super().__init__(max_depth, **summarize_kwargs)
+
+
+def network_summary_like(default: ModelSummary) -> ModelSummary:
+    """The network's summary in the style of the summary callback Lightning chose by default."""
+    return RichNetworkSummary() if isinstance(default, RichModelSummary) else NetworkSummary()
