@@ -27,7 +27,8 @@ def test_converted_checkpoint_is_accepted_by_test_and_predict(tmp_path, tiny_dat
     data = ("--data.data_dir", str(tiny_data))
     for command in ("test", "predict"):  # no --config: the checkpoint names its model
         ok(cli(command, "--ckpt_path", "lenet.ckpt", *data, cwd=tmp_path))
-    assert (tmp_path / "tensorboard_logs" / "LeNet5" / "version_0").is_dir()
+    # a checkpoint outside a run folder is evaluated without making a run folder (issue 28; asked for with a logger)
+    assert not (tmp_path / "tensorboard_logs").exists()
 
 
 def test_convert_keras_never_overwrites_and_names_the_mismatch(tmp_path, keras_file):

@@ -137,6 +137,8 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
         checkpoint = runs.resolve_checkpoint(config.ckpt_path, model_dir, command, runs.recipe(config))
         saved = runs.read_checkpoint(checkpoint, command, config.model.class_path)
         config.ckpt_path = str(checkpoint)
+        if "weights_only" in config:  # Lightning's own load of the file, after ours, is as safe as ours
+            config.weights_only = True
         if command != "fit":  # evaluate with the inputs the model was trained on, as Lightning does the model's args
             config.model.init_args.standardize = saved_standardize(saved)
         run = runs.run_of_checkpoint(checkpoint)

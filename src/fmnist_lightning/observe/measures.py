@@ -37,7 +37,7 @@ def activation_peak_mb(net: torch.nn.Module, images: torch.Tensor, targets: torc
         F.cross_entropy(net(images), targets).backward()
     held = peak = 0  # each op's own net allocation (nested ops counted once) and the unattributed frees, in order
     for event in sorted(profiler.events(), key=lambda event: event.time_range.start):
-        held += event.self_cuda_memory_usage if images.is_cuda else event.self_cpu_memory_usage
+        held += event.self_device_memory_usage if images.is_cuda else event.self_cpu_memory_usage
         peak = max(peak, held)
     return peak / MB
 
