@@ -270,4 +270,4 @@ def test_bad_options_are_rejected_with_the_flag_name(kwargs, message):
 
 
 def test_class_names_are_torchvisions():
-    assert CLASS_NAMES == tuple(FashionMNIST.classes)
+    assert tuple(FashionMNIST.classes) == CLASS_NAMES
