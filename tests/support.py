@@ -85,3 +85,30 @@ def error_line(stderr: str) -> str:
     assert "Traceback" not in stderr
     (line,) = [line for line in stderr.splitlines() if line.startswith("error:")]
     return line
+
+
+def write_checkpoint(model, path: Path, class_path: str | None = None) -> Path:
+    """The parts of a fit's checkpoint that ``test``, ``predict``, ``export`` and ``load`` read: weights, the model's
+    class and hyperparameters as LightningCLI records them, with the instantiator that lets Lightning build that
+    class. ``class_path`` defaults to the model's public one (``fmnist_lightning.models.<Class>``)."""
+    import lightning
+    import torch
+
+    from fmnist_lightning.commands.runs import INSTANTIATOR
+
+    torch.save(
+        {
+            "epoch": 0,
+            "global_step": 0,
+            "pytorch-lightning_version": lightning.__version__,
+            "state_dict": model.state_dict(),
+            "hparams_name": "kwargs",
+            "hyper_parameters": {
+                "_class_path": class_path or f"fmnist_lightning.models.{type(model).__name__}",
+                "_instantiator": INSTANTIATOR,
+                **model.hparams,
+            },
+        },
+        path,
+    )
+    return path

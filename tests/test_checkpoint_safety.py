@@ -18,7 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning
 import pytest
 import torch
 from torch import nn
@@ -27,9 +26,8 @@ from fmnist_lightning import UserInputError, load, register_model, registry
 from fmnist_lightning.commands import checkpoints
 from fmnist_lightning.commands.cli import FashionMNISTCLI
 from fmnist_lightning.commands.main import main
-from fmnist_lightning.commands.runs import INSTANTIATOR
 from fmnist_lightning.training import FashionMNISTClassifier
-from support import REPO, error_line
+from support import REPO, error_line, write_checkpoint
 
 LENET = REPO / "weights" / "lenet.ckpt"
 REFUSED = "holds objects a safe load refuses"
@@ -181,21 +179,7 @@ class ToyModel(FashionMNISTClassifier):
 def toy_checkpoint(path: Path) -> tuple[ToyModel, Path]:
     torch.manual_seed(0)
     model = ToyModel().eval()
-    torch.save(
-        {
-            "epoch": 0,
-            "global_step": 0,
-            "pytorch-lightning_version": lightning.__version__,
-            "state_dict": model.state_dict(),
-            "hparams_name": "kwargs",
-            "hyper_parameters": {
-                "_class_path": f"{ToyModel.__module__}.{ToyModel.__qualname__}",
-                "_instantiator": INSTANTIATOR,
-                **model.hparams,
-            },
-        },
-        path,
-    )
+    write_checkpoint(model, path, class_path=f"{ToyModel.__module__}.{ToyModel.__qualname__}")
     return model, path
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import lightning
 import numpy as np
 import onnxruntime
 import pytest
@@ -15,7 +14,6 @@ from torchvision.transforms.v2 import functional as TF
 from fmnist_lightning.commands.convert_keras import save_converted_checkpoint
 from fmnist_lightning.commands.export import export_command
 from fmnist_lightning.commands.main import main
-from fmnist_lightning.commands.runs import INSTANTIATOR
 from fmnist_lightning.fashion_mnist import MEAN, STD
 from fmnist_lightning.models import (
     MODELS,
@@ -26,7 +24,7 @@ from fmnist_lightning.models import (
     LeNet5,
     WideResNet,
 )
-from support import REPO
+from support import REPO, write_checkpoint
 
 # the tests load the TorchScript files with torch.jit.load, deprecated in torch 2.14 like all of TorchScript
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -47,28 +45,6 @@ def case_id(case: tuple[type[FashionMNISTClassifier], dict, bool]) -> str:
     model_class, hparams, standardize = case
     flags = [name for name, value in hparams.items() if value is True] + (["standardize"] if standardize else [])
     return "-".join([model_class.__name__, *flags])
-
-
-def write_checkpoint(model: FashionMNISTClassifier, path: Path) -> Path:
-    """The parts of a fit's checkpoint that ``export`` reads: weights, the model's class and hyperparameters as
-    LightningCLI records them (with the instantiator that lets Lightning build that class; ``standardize`` among
-    them, the model's own since it owns its standardisation)."""
-    torch.save(
-        {
-            "epoch": 0,
-            "global_step": 0,
-            "pytorch-lightning_version": lightning.__version__,
-            "state_dict": model.state_dict(),
-            "hparams_name": "kwargs",
-            "hyper_parameters": {
-                "_class_path": f"fmnist_lightning.models.{type(model).__name__}",
-                "_instantiator": INSTANTIATOR,
-                **model.hparams,
-            },
-        },
-        path,
-    )
-    return path
 
 
 def predict_probabilities(model: FashionMNISTClassifier, images: torch.Tensor, standardize: bool) -> np.ndarray:
