@@ -9,8 +9,8 @@
 
 Lightning's ``ckpt_path="best"`` only works in the process that trained, so ``--ckpt_path`` also takes ``best``
 or ``last`` (the newest run of the config's recipe that has that file), a run folder (its ``best.ckpt``; for
-``fit``, its ``last.ckpt``) or a file. Runs of one model share its folder whatever their recipe (``lenet.yaml`` and
-``lenet_plus.yaml``), so the keywords pick only a run whose model and data settings are the config's.
+``fit``, its ``last.ckpt``) or a file. Runs of one model share its folder whatever their recipe (``lenet.yaml``, and
+``lenet.yaml`` with ``plus.yaml``), so the keywords pick only a run whose model and data settings are the config's.
 A checkpoint inside a run folder sends the command's logs there too, so ``fit --ckpt_path last`` resumes the same
 run instead of starting a new version.
 """
