@@ -60,8 +60,10 @@ class FashionMNISTClassifier(L.LightningModule):
         compile: ``torch.compile`` the network (``nn.Module.compile``: checkpoints keep their keys).
         tta_flip: Test-time augmentation in ``test`` and ``predict``: the mean of the class probabilities of each
             image and its mirror image.
-        steps_per_execution: Optimizer steps per Lightning training step (Keras's ``steps_per_execution``): the
-            training loader delivers this many batches at a time and ``training_step`` takes a step on each, the
+        steps_per_execution: Optimizer steps per Lightning training step (Keras's ``steps_per_execution``,
+            ``training/multi_step.py``): the training loader delivers this many batches at a time (the data module's
+            ``batches_per_step``, which the CLI links to this; in Python set both) and ``training_step`` takes a step
+            on each, the
             same batches and updates as one at a time. Lightning's own work per training step (~1.5 ms on a CPU,
             which Lightning cannot skip) is then shared by them: 20 % faster for LeNet-5 and Brownlee's CNN on a
             2-core CPU. Lightning then counts a group as one batch: in ``log_every_n_steps``, ``val_check_interval``,
@@ -99,7 +101,7 @@ class FashionMNISTClassifier(L.LightningModule):
         self.lr_scheduler = lr_scheduler
         self.class_names = CLASS_NAMES
         self.example_input_array = torch.zeros(1, 1, 28, 28)
-        for stage in STAGES:  # the epoch's mean loss and accuracy, synced across DDP ranks (see _step)
+        for stage in STAGES:  # the epoch's mean loss and accuracy, synced across DDP ranks (see step_on_batch)
             setattr(self, f"{stage}_acc", MeanMetric(nan_strategy="disable"))
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
         self._epoch_sums: dict[str, torch.Tensor] = {}  # stage → (sum of losses, correct predictions)
