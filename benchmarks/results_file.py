@@ -1,9 +1,10 @@
 """Where a benchmark writes its results: one file per benchmark and machine kind, replaced by a rerun.
 
-``results/<benchmark>_<machine kind>[_<variant>].json``, e.g. ``throughput_zen4.json``,
-``time_to_accuracy_xeon-avx512_fast.json``. The machine kind names what the figures depend on: the CPU's
-microarchitecture or family and its widest vector instructions (``zen4``, ``xeon-avx512``, ``amd-epyc-avx2``), or the
-GPU (``cuda-nvidia-h200``). ``$BENCHMARK_RESULTS_DIR`` puts the files elsewhere; a script's ``--out`` names one file.
+``results/<benchmark>_<machine kind>.json``, e.g. ``throughput_zen4.json``; time to accuracy keeps an entry per config
+in its file, replaced by a rerun of that config (``write_result_entry``). The machine kind names what the figures
+depend on: the CPU's microarchitecture or family and its widest vector instructions (``zen4``, ``xeon-avx512``,
+``amd-epyc-avx2``), or the GPU (``cuda-nvidia-h200``). ``$BENCHMARK_RESULTS_DIR`` puts the files elsewhere; a
+script's ``--out`` names one file.
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ def results_dir() -> Path:
     return Path(os.environ.get("BENCHMARK_RESULTS_DIR") or RESULTS)
 
 
-def results_path(benchmark: str, device: str = "cpu", variant: str | None = None) -> Path:
-    """The one results file of ``benchmark`` (and ``variant``, e.g. a config's name) on this machine kind."""
-    parts = [benchmark, machine_kind(device), *([variant] if variant else [])]
-    return results_dir() / ("_".join(parts) + ".json")
+def results_path(benchmark: str, device: str = "cpu") -> Path:
+    """The one results file of ``benchmark`` on this machine kind."""
+    return results_dir() / f"{benchmark}_{machine_kind(device)}.json"
 
 
 def slug(text: str) -> str:
@@ -93,15 +93,35 @@ def cpu_name() -> str:
     return cpu_fields(read_cpuinfo()).get("model name") or platform.processor() or platform.machine()
 
 
-def write_results(path: Path, script: str, fields: dict[str, Any], device: str = "cpu") -> None:
-    """``fields`` after when, by which command and on which machine they were measured; replaces ``path`` whole."""
-    record = {
+def measured(script: str, fields: dict[str, Any], device: str) -> dict[str, Any]:
+    """``fields`` after when, by which command and on which device they were measured."""
+    command = " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]])
+    return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]]),
-        "machine_kind": machine_kind(device),
-        "cpu": cpu_name(),
+        "command": command,
         "device": device,
         **fields,
     }
+
+
+def write_results(path: Path, script: str, fields: dict[str, Any], device: str = "cpu") -> None:
+    """The machine's record of ``fields`` (with ``measured``'s facts); replaces ``path`` whole."""
+    record = {"machine_kind": machine_kind(device), "cpu": cpu_name(), **measured(script, fields, device)}
+    _write(path, record)
+
+
+def write_result_entry(path: Path, script: str, entry: str, fields: dict[str, Any], device: str = "cpu") -> None:
+    """One entry (e.g. a recipe's time to accuracy) of the machine's results file: a rerun of ``entry`` replaces it,
+    the file's other entries stay."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = {}
+    entries = earlier.get("entries", {}) if isinstance(earlier, dict) else {}
+    entries[entry] = measured(script, fields, device)
+    _write(path, {"machine_kind": machine_kind(device), "cpu": cpu_name(), "entries": dict(sorted(entries.items()))})
+
+
+def _write(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(record, indent=2) + "\n")  # an interrupted write leaves the earlier results

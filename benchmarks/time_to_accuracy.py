@@ -8,7 +8,8 @@ validation; the one-off data decoding before it and the process start-up are rep
 
     python benchmarks/time_to_accuracy.py --config configs/fast.yaml --target 0.92 --seeds 1 2 3
 
-The results replace ``benchmarks/results/time_to_accuracy_<machine kind>_<config name>.json`` (``results_file.py``).
+The results go into ``benchmarks/results/time_to_accuracy_<machine kind>.json`` (``results_file.py``), one entry per
+config: a rerun of a config replaces its entry.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from results_file import results_path, write_results
+from results_file import results_path, write_result_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +73,7 @@ def main() -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        help="the results file (default: results/time_to_accuracy_<machine kind>_<config>.json, replaced by a rerun)",
+        help="the results file (default: results/time_to_accuracy_<machine kind>.json; a rerun replaces its config)",
     )
     options = parser.parse_args()
     if not 0 < options.target < 1:
@@ -102,8 +103,8 @@ def main() -> None:
         f"fit median {summary['median_fit_time_s']:.1f} s (range {min(times):.1f}–{max(times):.1f} s)"
     )
     device = results[0]["device"]
-    out = options.out or results_path("time_to_accuracy", device, variant=options.config.stem)
-    write_results(out, "time_to_accuracy.py", summary, device)
+    out = options.out or results_path("time_to_accuracy", device)
+    write_result_entry(out, "time_to_accuracy.py", options.config.stem, summary, device)
     print(f"wrote {out}")
 
 

@@ -59,9 +59,7 @@ def test_one_results_file_per_benchmark_and_machine_kind(monkeypatch: pytest.Mon
     monkeypatch.setenv("BENCHMARK_RESULTS_DIR", str(tmp_path))
     kind = results_file.machine_kind()
     assert results_file.results_path("throughput") == tmp_path / f"throughput_{kind}.json"
-    assert (
-        results_file.results_path("time_to_accuracy", variant="fast") == tmp_path / f"time_to_accuracy_{kind}_fast.json"
-    )
+    assert results_file.results_path("time_to_accuracy") == tmp_path / f"time_to_accuracy_{kind}.json"
     monkeypatch.delenv("BENCHMARK_RESULTS_DIR")
     assert results_file.results_path("fit_overhead") == BENCHMARKS / "results" / f"fit_overhead_{kind}.json"
 
@@ -70,12 +68,11 @@ def test_the_kept_results_are_one_file_per_benchmark_and_machine_kind() -> None:
     names = sorted(path.name for path in (BENCHMARKS / "results").iterdir())
     assert names, "benchmarks/results/ holds the current figures of docs/speed.md"
     for name in names:
-        scheme = re.fullmatch(
-            r"(throughput|fit_overhead)_([a-z0-9-]+)\.json|time_to_accuracy_([a-z0-9-]+)_(\w+)\.json", name
-        )
-        assert scheme, f"{name}: not <benchmark>_<machine kind>[_<config>].json"
-        if scheme.group(4):  # time to accuracy of a recipe in configs/
-            assert (BENCHMARKS.parent / "configs" / f"{scheme.group(4)}.yaml").is_file(), name
+        scheme = re.fullmatch(r"(throughput|fit_overhead|time_to_accuracy)_([a-z0-9-]+)\.json", name)
+        assert scheme, f"{name}: not <benchmark>_<machine kind>.json"
+        if scheme.group(1) == "time_to_accuracy":  # an entry per recipe in configs/
+            entries = json.loads((BENCHMARKS / "results" / name).read_text())["entries"]
+            assert all((BENCHMARKS.parent / "configs" / f"{config}.yaml").is_file() for config in entries), name
 
 
 @pytest.fixture
@@ -107,10 +104,12 @@ def test_a_rerun_overwrites_its_machine_kinds_file(script: str, rerun_data: Path
         "fit_overhead.py": ["--models", "lenet", "--epochs", "2", "--images", "2048"],  # two steps of 16 batches
         "time_to_accuracy.py": ["--config", str(one_epoch_config(tmp_path)), "--seeds", "1", "--target", "0.5"],
     }[script]
-    variant = "_lenet_1epoch" if script == "time_to_accuracy.py" else ""
-    earlier = results / f"{name}_{kind}{variant}.json"
-    earlier.write_text('{"images_per_s": 1}\n')
-    other_kind = results / f"{name}_another-machine{variant}.json"
+    earlier = results / f"{name}_{kind}.json"
+    if script == "time_to_accuracy.py":  # an entry per config: the rerun config's is replaced, another config's kept
+        earlier.write_text('{"entries": {"lenet_1epoch": {"images_per_s": 1}, "fast": {"images_per_s": 3}}}\n')
+    else:
+        earlier.write_text('{"images_per_s": 1}\n')
+    other_kind = results / f"{name}_another-machine.json"
     other_kind.write_text('{"images_per_s": 2}\n')
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--data-dir", str(rerun_data), *options],
@@ -122,6 +121,9 @@ def test_a_rerun_overwrites_its_machine_kinds_file(script: str, rerun_data: Path
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     record = json.loads(earlier.read_text())
     assert record["machine_kind"] == kind
+    if script == "time_to_accuracy.py":
+        assert record["entries"]["fast"] == {"images_per_s": 3}
+        record = record["entries"]["lenet_1epoch"]
     assert record["command"].startswith(f"python benchmarks/{script}")
     assert "images_per_s" not in record or record["images_per_s"] != 1
     assert other_kind.read_text() == '{"images_per_s": 2}\n'
