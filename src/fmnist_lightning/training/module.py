@@ -12,7 +12,6 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
-from torchvision.transforms.v2 import functional as TF
 
 from fmnist_lightning.data.images import ImageSource, Invert
 from fmnist_lightning.errors import UserInputError
@@ -97,6 +96,10 @@ class FashionMNISTClassifier(L.LightningModule):
         self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
         self.net = net
         self.standardize = standardize
+        # on the model's device with it (non-persistent: checkpoints keep only net.* weights), so standardising makes
+        # no host-to-device copy per batch; shaped 1×1×1×1 as torchvision's normalize shapes its mean and std
+        self.register_buffer("input_mean", torch.tensor(MEAN).view(1, 1, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.tensor(STD).view(1, 1, 1, 1), persistent=False)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.class_names = CLASS_NAMES
@@ -126,7 +129,7 @@ class FashionMNISTClassifier(L.LightningModule):
         """What happens to the [0, 1] pixels before the network: the standardisation, if the model has one."""
         # torchvision's normalize, as the data pipeline applied it before the model owned it: the same arithmetic
         # (a division by a tensor; a division by a Python float is a multiplication by its reciprocal on CPU)
-        return TF.normalize(images, [MEAN], [STD]) if self.standardize else images
+        return images.sub(self.input_mean).div_(self.input_std) if self.standardize else images
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         images = self.preprocess(images)
