@@ -10,10 +10,16 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+# The suite runs on the CPU on every machine, as CI runs it: a GPU would change its devices and its numbers (TF32,
+# other kernels). The `gpu` tests (tests/test_gpu.py) run their checks in processes that see the GPUs again
+# (support.gpu_env). Hidden before anything initialises CUDA.
+os.environ.setdefault("FMNIST_VISIBLE_GPUS", os.environ.get("CUDA_VISIBLE_DEVICES", "all"))
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 import pytest
 import torchvision  # noqa: F401  (before Keras: TensorFlow loaded before torch's triton aborts, LLVM error)
 
-from support import real_data_dir, write_dataset
+from support import gpu_available, real_data_dir, write_dataset
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -48,6 +54,14 @@ def make_datamodule(tmp_path: Path) -> Callable:
         return module
 
     return make
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skips the `gpu` tests where no CUDA GPU is visible (asked once, and only when such a test is collected)."""
+    gpu_tests = [item for item in items if "gpu" in item.keywords]
+    if gpu_tests and not gpu_available():
+        for item in gpu_tests:
+            item.add_marker(pytest.mark.skip(reason="no CUDA GPU on this machine"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

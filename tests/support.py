@@ -8,6 +8,8 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +114,20 @@ def write_checkpoint(model, path: Path, class_path: str | None = None) -> Path:
         path,
     )
     return path
+
+
+def gpu_env() -> dict[str, str]:
+    """The environment of a process that may use the GPUs that tests/conftest.py hides from the suite's own."""
+    env = dict(os.environ)
+    visible = env.pop("FMNIST_VISIBLE_GPUS", "all")
+    if visible == "all":
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    return env
+
+
+def gpu_available() -> bool:
+    """Whether a process with ``gpu_env`` sees a CUDA GPU."""
+    probe = [sys.executable, "-c", "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"]
+    return subprocess.run(probe, env=gpu_env(), capture_output=True).returncode == 0

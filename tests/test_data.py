@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.error import URLError
 
 import lightning as L
@@ -13,7 +14,7 @@ from sklearn.model_selection import KFold
 from torchvision.datasets import FashionMNIST
 
 from fmnist_lightning import CLASS_NAMES, UserInputError
-from fmnist_lightning.data.datasets import study_folds
+from fmnist_lightning.data.datasets import InMemoryImages, study_folds
 from fmnist_lightning.fashion_mnist import MEAN, STD
 from fmnist_lightning.models import LeNet5
 from support import idx_bytes, sample_ids, write_dataset
@@ -143,8 +144,7 @@ def test_training_batches_are_augmented_with_one_draw_per_image(tmp_path, make_d
     dm = make_datamodule(tmp_path / "d", augment=True, validation="test", batch_size=64, eval_batch_size=40)
     garment = torch.zeros(28, 28, dtype=torch.uint8)
     garment[6:22, 9:19] = 200  # one image repeated: any difference comes from the augmentation
-    dm.train_set.images = garment.expand(64, 1, 28, 28).clone()
-    dm.train_set.labels = torch.zeros(64, dtype=torch.long)
+    dm.train_set = InMemoryImages(garment.expand(64, 28, 28).clone(), torch.zeros(64, dtype=torch.long))
     seen = SeenImages()
     trainer = L.Trainer(
         max_epochs=1,
@@ -271,3 +271,39 @@ def test_bad_options_are_rejected_with_the_flag_name(kwargs, message):
 
 def test_class_names_are_torchvisions():
     assert tuple(FashionMNIST.classes) == CLASS_NAMES
+
+
+def test_data_on_the_device_is_gathered_there(tiny_data, make_datamodule):
+    dm = make_datamodule(tiny_data, on_device=True, batch_size=16, validation="split", val_size=20)
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))  # a device not the host
+    dm.setup("fit")
+    for dataset in (dm.train_set, dm.val_set, dm.test_set):
+        assert dataset.images.device.type == dataset.targets.device.type == "meta"
+    loader = dm.train_dataloader()
+    images, targets = next(iter(loader))
+    assert not loader.pin_memory and images.device.type == targets.device.type == "meta"
+    assert images.shape == (16, 1, 28, 28) and images.dtype == torch.float32 and targets.shape == (16, 10)
+
+
+def test_data_on_the_device_gives_the_host_paths_batches(tmp_path, make_datamodule):
+    write_dataset(tmp_path / "d")
+    seen = {}
+    for on_device in (False, True):
+        dm = make_datamodule(tmp_path / "d", on_device=on_device, batch_size=16, validation="split", val_size=20)
+        seen[on_device] = SeenImages()
+        L.seed_everything(3)
+        trainer = L.Trainer(
+            max_epochs=2, callbacks=[seen[on_device]], logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+        )  # fmt: skip
+        trainer.fit(LeNet5(), datamodule=dm)
+    # 100 training images in batches of 16; 20 validation images, in the sanity check and after each epoch
+    assert len(seen[True].train) == 2 * 7 and len(seen[True].val) == 1 + 2
+    for stage in ("train", "val"):
+        for host, device in zip(getattr(seen[False], stage), getattr(seen[True], stage), strict=True):
+            assert torch.equal(host, device)
+
+
+def test_data_on_the_device_refuses_loader_workers(tiny_data, make_datamodule):
+    with pytest.raises(UserInputError, match=r"--data\.num_workers 0"):
+        make_datamodule(tiny_data, on_device=True, num_workers=2)

@@ -24,6 +24,7 @@ def ddp(tmp_path_factory: pytest.TempPathFactory) -> dict:
     record = json.dumps({"class_path": "record_sample_ids.RecordSampleIds", "init_args": {"folder": str(folder)}})
     common = ["--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(folder / "data")]
     common += ["--data.batch_size", "16", "--run_metrics.latency", "false", "--trainer.enable_progress_bar", "false"]
+    common += ["--data.on_device", "true"]  # each rank gathers its shard's batches from its device's copy
     two_processes = [
         "--config",
         str(REPO / "configs/ddp.yaml"),

@@ -33,12 +33,18 @@ def checkpoint(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
 
 
-@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
-def test_a_killed_fit_resumes_from_last_and_finishes_its_epochs(tmp_path, signal_name):
+@pytest.mark.parametrize(
+    ("signal_name", "on_device"),
+    [("SIGTERM", False), ("SIGKILL", False), ("SIGTERM", True)],
+    ids=["SIGTERM", "SIGKILL", "SIGTERM-data-on-device"],
+)
+def test_a_killed_fit_resumes_from_last_and_finishes_its_epochs(tmp_path, signal_name, on_device):
     data = tmp_path / "data"
     write_dataset(data, num_train=400, num_test=40)
     kill = {"class_path": "signal_at_step.SignalAtStep", "init_args": {"step": KILLED_AT, "signal_name": signal_name}}
-    killed = fit(data, tmp_path, f"--trainer.callbacks+={json.dumps(kill)}")
+    # batches gathered from the dataset's own (device) tensors resume mid-epoch as the host path's do
+    on_device_args = ["--data.on_device", "true"] if on_device else []
+    killed = fit(data, tmp_path, *on_device_args, f"--trainer.callbacks+={json.dumps(kill)}")
     run = tmp_path / "tensorboard_logs" / "LeNet5" / "version_0"
     saved = checkpoint(run)
     if signal_name == "SIGTERM":  # Lightning stops at the step's end; the run's last.ckpt is rewritten there
@@ -49,7 +55,7 @@ def test_a_killed_fit_resumes_from_last_and_finishes_its_epochs(tmp_path, signal
         assert saved["global_step"] == STEPS_PER_EPOCH
     assert json.loads((run / "metrics.json").read_text())["status"] in ("interrupted", "running")
 
-    resumed = fit(data, tmp_path, "--ckpt_path", "last")
+    resumed = fit(data, tmp_path, *on_device_args, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [p.name for p in run.parent.iterdir()] == ["version_0"]  # the same run, continued
     final = checkpoint(run)

@@ -116,6 +116,8 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         own_summary = any(isinstance(c, ModelSummary) for c in config.trainer.get("callbacks") or [])
         trainer = super().instantiate_trainer(**kwargs)
+        if isinstance(self.model, FashionMNISTClassifier):  # before the trainer runs: Lightning checks it as it starts
+            self.model.use_float32_matmul_precision(trainer.strategy.root_device)
         if not own_summary:  # Lightning's default, present unless enable_model_summary is false
             trainer.callbacks[:] = [
                 network_summary_like(c) if isinstance(c, ModelSummary) else c for c in trainer.callbacks

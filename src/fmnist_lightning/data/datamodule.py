@@ -41,6 +41,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
         batches_per_step: The training loader delivers this many batches as one item, which
             ``on_after_batch_transfer`` splits into a list: for a model that takes several optimizer steps per
             Lightning training step (its ``steps_per_execution``; the CLI links the two, Python users set both).
+        on_device: Keep the training, validation and test images on the trainer's device (its GPU; 47 MB as uint8)
+            and gather each batch there: no per-batch work on the host but the sampler's indices, no copy of float
+            batches. Lightning's DataLoader and sampler still choose the indices, so the batch order for a seed, DDP
+            sharding and mid-epoch resume are those of the host path. Needs ``num_workers: 0`` (workers cannot
+            index device tensors).
         cache_dir: Where ``.gz`` files are decompressed for torchvision; ``data_dir`` itself is never written
             unless a download is needed. Defaults to ``$XDG_CACHE_HOME/fmnist_lightning``.
         predict_path: An image file or a folder of PNG, JPEG, BMP and WebP images that ``predict`` classifies
@@ -70,6 +75,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         label_smoothing: float = 0.0,
         batches_per_step: int = 1,
         num_workers: int = 0,
+        on_device: bool = False,
         download: bool = True,
         cache_dir: str | None = None,
         predict_path: str | None = None,
@@ -89,6 +95,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
             raise UserInputError(f"mixup and cutmix pair images: --data.batch_size must be even, got {batch_size}")
         if batches_per_step < 1:
             raise UserInputError(f"--data.batches_per_step must be ≥ 1, got {batches_per_step}")
+        if on_device and num_workers:
+            raise UserInputError(
+                f"--data.on_device gathers batches on the device, which DataLoader workers cannot do: set "
+                f"--data.num_workers 0 (got {num_workers}) or --data.on_device false"
+            )
         if val_size <= 0:
             raise UserInputError(f"--data.val_size must be a fraction in (0, 1) or a count ≥ 1, got {val_size}")
         self.save_hyperparameters()
@@ -117,8 +128,15 @@ class FashionMNISTDataModule(L.LightningDataModule):
         if stage == "predict" and self.predict_files:
             self._read_user_images()
             return
-        if hasattr(self, "test_set"):
-            return
+        if not hasattr(self, "test_set"):
+            self._read_fashion_mnist()
+        if self.hparams.on_device:
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            for dataset in {self.train_set, self.val_set, self.test_set}:  # val_set is test_set with validation: test
+                dataset.to(device)
+
+    def _read_fashion_mnist(self) -> None:
+        """The test set, and the training set split into training and validation as ``validation`` says."""
         hp = self.hparams
         test_images, test_labels = files.read_split(self.data_dir, self.cache_dir, train=False)
         self.test_set = InMemoryImages(test_images, test_labels)
@@ -201,7 +219,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
             collate_fn=unpack_batch,
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            # pinned host batches copy to the GPU asynchronously; batches already on the device have nothing to pin
+            pin_memory=torch.cuda.is_available() and getattr(dataset, "device", torch.device("cpu")).type == "cpu",
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -25,23 +25,37 @@ class InMemoryImages(Dataset):
     torchvision's FashionMNIST builds a PIL image per sample, which costs more than a LeNet-5 training step;
     ``__getitems__`` lets the DataLoader fetch whole batches (the DataLoader then uses ``unpack_batch`` as collate).
     Augmentation happens later, on the device, a batch at a time (``FashionMNISTDataModule.on_after_batch_transfer``).
+
+    ``to(device)`` moves the images and targets to a device (``--data.on_device``): a batch is then gathered there
+    from the sampler's indices, the only per-batch copy, and Lightning's transfer of the batch has nothing to move.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> None:
         self.images = images.unsqueeze(1)  # N×1×28×28 uint8
         self.labels = labels
-        self.label_smoothing = label_smoothing
+        # the targets once, not per batch: one-hot float vectors (Keras's to_categorical), smoothed if asked
+        self.targets = F.one_hot(labels, NUM_CLASSES).float()
+        if label_smoothing:
+            self.targets = self.targets * (1 - label_smoothing) + label_smoothing / NUM_CLASSES
+
+    def to(self, device: torch.device | str) -> InMemoryImages:
+        """Keeps the images, labels and targets on ``device`` (uint8 images: 47 MB for all of Fashion-MNIST)."""
+        self.images, self.labels, self.targets = (t.to(device) for t in (self.images, self.labels, self.targets))
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices)
+        if self.images.is_cuda:  # from pinned memory, without waiting: a plain copy would sync with the GPU's queue
+            index = index.pin_memory().to(self.images.device, non_blocking=True)
         images = self.images.index_select(0, index)  # a third of the time of self.images[index] on CPU
-        targets = F.one_hot(self.labels.index_select(0, index), NUM_CLASSES).float()
-        if self.label_smoothing:
-            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / NUM_CLASSES
-        return to_model_input(images), targets
+        return to_model_input(images), self.targets.index_select(0, index)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, targets = self.__getitems__([index])
