@@ -226,7 +226,7 @@ def runnable_fits() -> list[DocCommand]:
     shortest: dict[tuple[str, ...], DocCommand] = {}
     for command in COMMANDS:
         words = " ".join(command.args)
-        skipped = ("--ckpt_path", "--print_config", "--model ", "configs/ddp.yaml", "accelerator gpu")
+        skipped = ("--ckpt_path", "--print_config", "--model ", "configs/ddp.yaml", "accelerator gpu", "configs/gpu")
         placeholders = {match.group(1) for word in command.args if (match := PLACEHOLDER_LIKE.match(word))}
         if command.name != "fit" or any(text in words for text in skipped) or placeholders - {"DATA_DIR"}:
             continue

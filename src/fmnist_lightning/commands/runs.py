@@ -39,8 +39,8 @@ VERSION = re.compile(r"version_(\d+)")
 # Settings that say where the data is, how fast to run or how to evaluate, not what a run trains: `best` and `last`
 # find a run whatever their values
 NOT_RECIPE = frozenset(
-    {"data_dir", "download", "cache_dir", "num_workers", "eval_batch_size", "predict_path", "invert"}
-    | {"channels_last", "compile", "tta_flip"}
+    {"data_dir", "download", "cache_dir", "num_workers", "on_device", "eval_batch_size", "predict_path", "invert"}
+    | {"channels_last", "compile", "compile_mode", "float32_matmul_precision", "tta_flip"}
 )
 
 

@@ -1,0 +1,82 @@
+"""The GPU options, checked on the CPU: the overlays compose with every recipe, TF32 is set only for a CUDA device
+and said once, a compile mode needs compile. (tests/test_gpu.py runs them on a GPU.)"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from fmnist_lightning import UserInputError
+from fmnist_lightning.commands.cli import FashionMNISTCLI
+from fmnist_lightning.models import LeNet5
+from support import REPO
+
+STUDY = ("lenet", "brownlee", "custom_cnn", "seed_efficientnet")
+OWN = ("fast", "fast93", "efficientnet", "best")
+
+
+@pytest.mark.parametrize(("recipe", "overlay"), [(r, "gpu") for r in STUDY] + [(r, "gpu_bf16") for r in OWN])
+def test_a_gpu_overlay_composes_with_every_recipe(recipe, overlay, tiny_data, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["fmnist"])  # LightningCLI warns when pytest's own arguments are there too
+    configs = [
+        "--config",
+        str(REPO / "configs" / f"{recipe}.yaml"),
+        "--config",
+        str(REPO / "configs" / f"{overlay}.yaml"),
+    ]
+    # parsed for the CPU, which this machine has: the overlay's own accelerator is what is replaced
+    cli = FashionMNISTCLI([*configs, "--data.data_dir", str(tiny_data), "--trainer.accelerator", "cpu"], run=False)
+    data, model = cli.datamodule.hparams, cli.model.hparams
+    assert data.on_device is True and data.eval_batch_size == 10_000 and model.float32_matmul_precision == "high"
+    assert str(cli.trainer.precision) == ("bf16-mixed" if overlay == "gpu_bf16" else "32-true")
+    recipe_only = FashionMNISTCLI([*configs[:2], "--data.data_dir", str(tiny_data)], run=False)
+    # the recipe's own choices stay: its model, batch size, optimizer and epochs
+    assert type(cli.model) is type(recipe_only.model) and data.batch_size == recipe_only.datamodule.hparams.batch_size
+    assert cli.trainer.max_epochs == recipe_only.trainer.max_epochs
+    assert model.steps_per_execution == recipe_only.model.hparams.steps_per_execution
+
+
+@pytest.fixture
+def matmul_precision():
+    """Restores torch's process-wide float32 matmul precision after the test."""
+    before = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
+def test_tf32_is_set_for_a_cuda_device_only_and_said_once(matmul_precision, monkeypatch, caplog):
+    torch.set_float32_matmul_precision("highest")
+    model = LeNet5()
+    model.use_float32_matmul_precision(torch.device("cpu"))
+    assert torch.get_float32_matmul_precision() == "highest"  # CPU results keep true float32
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    with caplog.at_level(logging.INFO):
+        model.use_float32_matmul_precision(torch.device("cuda", 0))
+        model.use_float32_matmul_precision(torch.device("cuda", 0))
+    assert torch.get_float32_matmul_precision() == "high"
+    said = [r.getMessage() for r in caplog.records if "matmul" in r.getMessage()]
+    assert said == [
+        "float32 on NVIDIA H200: matmuls on TF32 tensor cores (--model.init_args.float32_matmul_precision high), "
+        "convolutions TF32"
+    ]
+    LeNet5(float32_matmul_precision="highest").use_float32_matmul_precision(torch.device("cuda", 0))
+    assert torch.get_float32_matmul_precision() == "highest"  # the user's choice, not the default
+
+
+def test_a_compile_mode_needs_compile():
+    with pytest.raises(UserInputError, match=r"compile_mode reduce-overhead is a mode of torch\.compile"):
+        LeNet5(compile_mode="reduce-overhead")
+
+
+def test_the_gpu_speed_settings_are_not_part_of_a_recipe():
+    """A run trained with configs/gpu.yaml is the same recipe as the config alone: `--ckpt_path last` finds it."""
+    from fmnist_lightning.commands.runs import recipe
+
+    plain = {"model": {"init_args": {"standardize": True}}, "data": {"batch_size": 64}}
+    on_gpu = {
+        "model": {"init_args": {"standardize": True, "compile_mode": "default", "float32_matmul_precision": "medium"}},
+        "data": {"batch_size": 64, "on_device": True, "eval_batch_size": 10_000},
+    }
+    assert recipe(on_gpu) == recipe(plain) == {"model.init_args.standardize": True, "data.batch_size": 64}
