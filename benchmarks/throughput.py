@@ -161,20 +161,22 @@ def steps_per_execution(config: Path) -> int:
     return yaml.safe_load(config.read_text())["model"]["init_args"].get("steps_per_execution", 1)
 
 
-def images_per_model(values: list[str], parser: argparse.ArgumentParser) -> dict[str, int]:
-    """``--images 20000 lenet=60000``: a count for every model, then counts for named models."""
+def images_per_model(
+    values: list[str], parser: argparse.ArgumentParser, models: tuple[str, ...] = MODELS
+) -> dict[str, int]:
+    """``--images 20000 lenet=60000``: a count for every model, then counts for named models (of ``models``)."""
     default, counts = 15_000, {}
     for value in values:
         model, _, count = value.rpartition("=")
-        if model and model not in MODELS:
-            parser.error(f"--images {value}: no model {model!r}; choose from {', '.join(MODELS)}")
+        if model and model not in models:
+            parser.error(f"--images {value}: no model {model!r}; choose from {', '.join(models)}")
         if not count.isdigit() or not 0 < int(count) <= 60_000:
             parser.error(f"--images {value}: give a number of training images from 1 to 60000")
         if model:
             counts[model] = int(count)
         else:
             default = int(count)
-    return {model: counts.get(model, default) for model in MODELS}
+    return {model: counts.get(model, default) for model in models}
 
 
 def torch_args(options: argparse.Namespace) -> list[str]:

@@ -68,11 +68,12 @@ def test_the_kept_results_are_one_file_per_benchmark_and_machine_kind() -> None:
     names = sorted(path.name for path in (BENCHMARKS / "results").iterdir())
     assert names, "benchmarks/results/ holds the current figures of docs/speed.md"
     for name in names:
-        scheme = re.fullmatch(r"(throughput|fit_overhead|time_to_accuracy)_([a-z0-9-]+)\.json", name)
+        scheme = re.fullmatch(r"(throughput|gpu_throughput|fit_overhead|time_to_accuracy)_([a-z0-9-]+)\.json", name)
         assert scheme, f"{name}: not <benchmark>_<machine kind>.json"
-        if scheme.group(1) == "time_to_accuracy":  # an entry per recipe in configs/
+        if scheme.group(1) == "time_to_accuracy":  # an entry per recipe in configs/, with its overlays there
             entries = json.loads((BENCHMARKS / "results" / name).read_text())["entries"]
-            assert all((BENCHMARKS.parent / "configs" / f"{config}.yaml").is_file() for config in entries), name
+            configs = {config for entry in entries for config in entry.split(" + ")}
+            assert all((BENCHMARKS.parent / "configs" / f"{config}.yaml").is_file() for config in configs), name
 
 
 @pytest.fixture
@@ -149,3 +150,109 @@ def test_a_bad_images_count_is_refused_before_measuring(images: list[str], messa
     assert done.returncode == 2
     assert message in done.stderr
     assert not results.exists()
+
+
+def lenet5_step_flop_per_image() -> int:
+    """One LeNet-5 training step's FLOPs per image as ``torch.utils.flop_counter`` counts them, by hand: 2 per
+    multiply-add of each convolution and matrix product (not the bias, activations, pooling or loss); backward, a
+    convolution's weight gradient and input gradient each cost its forward, a dense layer's (two matrix products) too,
+    and the first convolution has no input gradient (the images need none)."""
+    conv1 = 2 * (6 * 28 * 28) * (1 * 5 * 5)  # 'same' padding: 6@28×28 outputs of 1×5×5 taps
+    conv2 = 2 * (16 * 10 * 10) * (6 * 5 * 5)  # 16@10×10 from 6@14×14
+    dense = 2 * (400 * 120 + 120 * 84 + 84 * 10)
+    forward = conv1 + conv2 + dense
+    backward = conv1 + 2 * conv2 + 2 * dense
+    return forward + backward  # 2,263,920
+
+
+def test_a_grouped_convolutions_weight_gradient_is_counted_per_group() -> None:
+    """A depthwise convolution's step is three times its forward (output, input and weight gradients), where
+    torch's own rule counts the weight gradient as if each output channel saw every input channel."""
+    import torch
+    from gpu_throughput import count_flops
+
+    conv = torch.nn.Conv2d(8, 8, 3, groups=8, bias=False)
+    images = torch.rand(2, 8, 10, 10, requires_grad=True)
+    forward = 2 * 2 * (8 * 8 * 8) * (1 * 3 * 3)  # 2 images of 8@8×8 outputs, 1×3×3 taps each
+    assert count_flops(lambda: conv(images)) == forward
+    assert count_flops(lambda: conv(images).sum().backward()) == 3 * forward
+
+
+def test_gpu_throughput_measures_three_ways_on_the_cpu(rerun_data: Path, tmp_path: Path) -> None:
+    """``--accelerator cpu`` runs what the GPU run does (the overlay with the CPU put after it): three ways in one
+    process, their ratios, and the FLOPs of a training step; no peak on a CPU."""
+    out = tmp_path / "gpu_throughput.json"
+    options = ["--accelerator", "cpu", "--configs", "lenet", "--epochs", "2", "--repeats", "1", "--images", "1024"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "gpu_throughput.py"),
+            "--data-dir",
+            str(rerun_data),
+            *options,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    record = json.loads(out.read_text())
+    assert (
+        record["command"].startswith("python benchmarks/gpu_throughput.py") and "--accelerator cpu" in record["command"]
+    )
+    assert record["device"] == "cpu"
+    result = record["results"]["lenet"]
+    rate = result["images_per_s"]
+    assert set(rate) == {"fit_gpu", "fit_today", "bare"}
+    assert all(value > 0 for value in rate.values())
+    assert result["fit_gpu_over_fit_today"] == pytest.approx(rate["fit_gpu"] / rate["fit_today"])
+    assert result["fit_gpu_over_bare"] == pytest.approx(rate["fit_gpu"] / rate["bare"])
+    assert result["flop_per_image"] == lenet5_step_flop_per_image()
+    assert (result["batch_size"], result["precision"], result["arithmetic"]) == (64, "32-true", "fp32")
+    assert result["peak_tflops"] is None and result["peak_fraction"] == {"bare": None, "fit_gpu": None}
+    assert set(result["targets"]) == {"fit_gpu >= 5x fit_today", "fit_gpu >= 0.9x bare"}
+    for way, runs in record["runs"]["lenet"].items():  # one run of two epochs each
+        assert len(runs) == 1 and len(runs[0]) == 2, way
+    settings = record["settings"]["lenet"]
+    assert settings["fit_gpu"]["data_on_device"] is True and settings["fit_today"]["data_on_device"] is False
+    assert settings["fit_today"]["float32_matmul_precision"] == "highest"
+    assert "| config | batch | precision | fit_gpu images/s | fit_today images/s | bare images/s |" in done.stdout
+    assert re.search(r"lenet +fit_gpu >= 0\.9x bare +(met|not met)", done.stdout)
+
+
+def test_time_to_accuracy_keeps_an_entry_per_config_and_overlay(rerun_data: Path, tmp_path: Path) -> None:
+    """``--overlay`` puts configs after the recipe's, and its entry is the recipe's with the overlays named: the
+    recipe's own entry stays. The time is training_span_s where metrics.json records it, else fit_time_s."""
+    overlay = tmp_path / "cpu_overlay.yaml"
+    overlay.write_text("trainer:\n  accelerator: cpu\ndata:\n  eval_batch_size: 32\n")
+    out, logs = tmp_path / "time_to_accuracy.json", tmp_path / "logs"
+    out.write_text('{"entries": {"lenet_1epoch": {"images_per_s": 1}}}\n')
+    config = one_epoch_config(tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable, str(BENCHMARKS / "time_to_accuracy.py"), "--data-dir", str(rerun_data), "--config",
+            str(config), "--overlay", str(overlay), "--seeds", "1", "--target", "0.5", "--logs", str(logs),
+            "--out", str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    entries = json.loads(out.read_text())["entries"]
+    assert entries["lenet_1epoch"] == {"images_per_s": 1}
+    entry = entries["lenet_1epoch + cpu_overlay"]
+    assert entry["overlays"] == [str(overlay)]
+    (metrics_file,) = logs.glob("*/seed_1/metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    (seed,) = entry["seeds"]
+    timed = "training_span_s" if metrics.get("training_span_s") is not None else "fit_time_s"
+    assert (entry["timed"], seed["timed"], seed["time_s"]) == (timed, timed, metrics[timed])
+    assert entry["median_time_s"] == seed["time_s"] and seed["fit_time_s"] == metrics["fit_time_s"]
+    for key in ("time_to_first_batch_s", "compile_s", "training_span_s"):
+        assert seed[key] == metrics.get(key)
+    assert "| seed | test accuracy | epochs | time | fit_time_s | to first batch | compile | process |" in done.stdout
+    config_file = (metrics_file.parent / "config.yaml").read_text()
+    assert "eval_batch_size: 32" in config_file  # the overlay's, after the recipe's
