@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One prepared GPU session (issue 29's order): the `gpu` tests, the throughput benchmark, time to accuracy with one
+# seed. Run from the project root on the GPU machine, with the kit beside it (../shared/gpu/smoke.sh's header says
+# how to make .gpu-kit/: its wheels and the data):
+#   bash benchmarks/gpu_session.sh [STAGE ...]     STAGE: tests throughput tta93 tta94 (default: all four)
+# Each stage has its own time limit (seconds; env TESTS_S, THROUGHPUT_S, TTA_S) so that one slow stage leaves the
+# others their time. The benchmarks write benchmarks/results/*_cuda-*.json as they do anywhere; those files and each
+# stage's log are copied to $OUT (default a temporary folder), which the device tool brings back.
+set -u
+KIT=${KIT:-.gpu-kit}; T=$(mktemp -d); OUT=${OUT:-$T}; DATA=${DATA:-$KIT/data}
+export PYTHONUNBUFFERED=1 XDG_CACHE_HOME=$T/cache PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+export FMNIST_DATA_DIR=$DATA
+if ! python3 -c "import jsonargparse" 2>/dev/null; then  # the GPU image has torch and lightning, not jsonargparse
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$T/site" "$KIT"/wheels/*.whl || exit 1
+  export PYTHONPATH=$PYTHONPATH:$T/site
+fi
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+stages=("$@"); [ ${#stages[@]} -gt 0 ] || stages=(tests throughput tta93 tta94)
+for stage in "${stages[@]}"; do
+  start=$(date +%s)
+  case $stage in
+    tests) timeout "${TESTS_S:-240}" python3 -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider ;;
+    throughput) timeout "${THROUGHPUT_S:-300}" python3 benchmarks/gpu_throughput.py --data-dir "$DATA" \
+        --epochs 2 --repeats 1 --images 30000 ;;
+    tta93) timeout "${TTA_S:-120}" python3 benchmarks/time_to_accuracy.py --config configs/fast93.yaml \
+        --overlay configs/gpu_bf16.yaml --target 0.93 --ckpt last --seeds 1 --data-dir "$DATA" \
+        --logs "$T/tta93" ;;
+    tta94) timeout "${TTA_S:-120}" python3 benchmarks/time_to_accuracy.py --config configs/best.yaml \
+        --overlay configs/gpu_bf16.yaml --target 0.94 --ckpt best --seeds 1 --data-dir "$DATA" \
+        --logs "$T/tta94" ;;
+    *) echo "unknown stage $stage (tests throughput tta93 tta94)"; exit 2 ;;
+  esac > "$OUT/$stage.log" 2>&1
+  echo "== $stage exit $?, $(( $(date +%s) - start )) s"; tail -25 "$OUT/$stage.log"
+  cp benchmarks/results/*_cuda-*.json "$OUT"/ 2>/dev/null
+done
