@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
+import torch
+from lightning.pytorch.strategies import Strategy
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from fmnist_lightning.commands.main import main
 from fmnist_lightning.fashion_mnist import CLASS_NAMES
+from fmnist_lightning.observe import run_metrics
+from fmnist_lightning.observe.measures import compile_seconds
 from support import REPO
 from test_cli import cli, ok
 
 TEST_IMAGES = 40  # the tiny_data fixture's test set, which lenet.yaml validates on
 POSITIVE = (
     "parameters", "parameter_mb", "epochs", "fit_time_s", "seconds_per_epoch", "train_images_per_s",
-    "time_to_first_batch_s", "peak_rss_mb", "activation_peak_mb", "latency_ms_batch1", "latency_ms_batch256",
+    "time_to_first_batch_s", "training_span_s", "peak_rss_mb", "activation_peak_mb", "latency_ms_batch1",
+    "latency_ms_batch256",
 )  # fmt: skip
 FRACTIONS = ("best_val_acc", "final_val_acc", "test_acc")
 
@@ -64,6 +71,13 @@ def test_metrics_json_has_every_measure(run):
     assert metrics["fit_time_s"] > sum(metrics["epoch_times_s"])
     assert metrics["best_val_acc"] == max(metrics["val_acc_by_epoch"])
     assert "cuda_peak_allocated_mb" not in metrics  # only on GPU
+    # the timed span: from the first training batch, without the first batch's profiling or compiling (none here)
+    assert metrics["training_span_s"] <= metrics["fit_time_s"] - metrics["time_to_first_batch_s"]
+    assert metrics["compile_s"] == 0.0
+    # the speed settings: the trainer's defaults, and lenet.yaml's
+    assert metrics["precision"] == "32-true" and metrics["float32_matmul_precision"] == "highest"  # CPU: as torch's
+    assert metrics["data_on_device"] is False and metrics["compile"] is False and metrics["compile_mode"] is None
+    assert metrics["channels_last"] is True and metrics["steps_per_execution"] == 16
 
 
 def test_scalars_cover_loss_accuracy_learning_rate_and_time(events, run):
@@ -71,6 +85,7 @@ def test_scalars_cover_loss_accuracy_learning_rate_and_time(events, run):
     expected = {"train/loss_step", "train/acc_epoch", "val/loss", "val/acc", "lr-SGD", "time/epoch_s",
                 "time/train_images_per_s", "run/fit_time_s", "run/peak_rss_mb", "test/acc"}  # fmt: skip
     assert expected <= scalars, expected - scalars
+    assert "run/training_span_s" in scalars and "run/steps_per_execution" not in scalars  # measures, not settings
     assert [event.value for event in events.Scalars("lr-SGD")] == pytest.approx([0.01, 0.01])
     assert all(0 <= event.value <= 1 for event in events.Scalars("val/acc"))
     assert all(event.value > 0 for event in events.Scalars("time/train_images_per_s"))
@@ -132,3 +147,55 @@ def test_compare_reads_the_real_run(run, tmp_path):
     assert "| finished |" in row and f"| {100 * metrics['test_acc']:.2f} |" in row and "| 61,706 |" in row
     with Image.open(out / "comparison.png") as plot:
         assert plot.width > 300
+
+
+def test_the_timed_span_and_the_device_measures(tiny_data, tmp_path, monkeypatch):
+    """The span leaves out the first batch's profiling (made to take 0.5 s here), which ``fit_time_s`` includes; the
+    latency is measured in ``on_train_end``, before Lightning's teardown moves a GPU run's model to the CPU, on the
+    device the model trained on; a resumed fit adds its span; the trainer's precision is recorded."""
+    events: list[tuple[str, str]] = []
+
+    def slow_profiling(*args, **kwargs) -> float:
+        time.sleep(0.5)
+        return 1.0
+
+    def latency(model, batch_size: int) -> float:
+        events.append(("latency", model.device.type))
+        return 1.0
+
+    def teardown(strategy: Strategy) -> None:
+        events.append(("teardown", strategy.root_device.type))
+        strategy_teardown(strategy)
+
+    strategy_teardown = Strategy.teardown
+    monkeypatch.setattr(run_metrics, "activation_peak_mb", slow_profiling)
+    monkeypatch.setattr(run_metrics, "inference_latency_ms", latency)
+    monkeypatch.setattr(Strategy, "teardown", teardown)
+    logs = tmp_path / "logs"
+    args = ["fit", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data)]
+    args += ["--trainer.logger.init_args.save_dir", str(logs), "--trainer.enable_progress_bar", "false"]
+    args += ["--data.batch_size", "16", "--trainer.precision", "bf16-mixed"]
+    assert main([*args, "--trainer.max_epochs", "1"]) == 0
+    record = logs / "LeNet5" / "version_0" / "metrics.json"
+    first = json.loads(record.read_text())
+    assert first["precision"] == "bf16-mixed"
+    assert 0 < first["training_span_s"] <= first["fit_time_s"]
+    assert first["fit_time_s"] - first["time_to_first_batch_s"] - first["training_span_s"] >= 0.5  # the profiling
+    assert first["compile_s"] == 0.0
+    assert events == [("latency", "cpu"), ("latency", "cpu"), ("teardown", "cpu")]
+
+    events.clear()
+    assert main([*args, "--trainer.max_epochs", "2", "--ckpt_path", "last"]) == 0
+    resumed = json.loads(record.read_text())
+    assert resumed["epochs"] == 2 and resumed["training_span_s"] > first["training_span_s"]
+    assert resumed["training_span_s"] <= resumed["fit_time_s"] - first["fit_time_s"] + first["training_span_s"]
+    assert events == [("latency", "cpu"), ("latency", "cpu"), ("teardown", "cpu")]
+
+
+def test_compile_seconds_counts_torch_compile_time():
+    """``compile_s``'s measure, on a function compiled by TorchDynamo alone (an Inductor compile of LeNet-5 takes
+    about a minute on a 2-core CPU; the GPU tests cover a compiled fit)."""
+    before = compile_seconds()
+    compiled = torch.compile(lambda x: (x * 3).cos() + before, backend="eager")
+    compiled(torch.rand(4))
+    assert compile_seconds() > before >= 0.0

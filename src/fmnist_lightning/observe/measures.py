@@ -23,6 +23,29 @@ def peak_rss_mb() -> float | None:
     return peak / MB if sys.platform == "darwin" else peak * 1024 / MB  # macOS reports bytes, Linux KiB
 
 
+def compile_seconds() -> float:
+    """Seconds this process has spent in ``torch.compile``'s compilation so far (0.0 while nothing was compiled).
+
+    torch has no public measure of it. Dynamo keeps a private running total, ``calculate_time_spent``'s
+    ``total_wall_time`` (torch 2.14): each frame it compiles (tracing and the backend, Inductor's forward graph and
+    kernels included) and each backward graph compiled lazily at its first backward pass. ``torch._dynamo.reset()``
+    clears it, so callers clamp differences at 0. A torch without that function reads 0.0, as one that compiled
+    nothing.
+    """
+    try:
+        from torch._dynamo.utils import calculate_time_spent
+    except ImportError:
+        return 0.0
+    return float(calculate_time_spent().get("total_wall_time", 0.0))
+
+
+def synchronize(device: torch.device) -> None:
+    """Waits for the work queued on a CUDA ``device``, so that the host's clock marks where the device is: only at
+    the edges of what is timed, never in a training step."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def activation_peak_mb(net: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> float:
     """Peak memory a training step's forward and backward allocates, from the profiler's allocation events.
 

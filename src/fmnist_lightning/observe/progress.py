@@ -13,8 +13,11 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelSummary, RichModelSummary, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.progress_bar import get_standard_metrics
+from torch import Tensor
 from torchmetrics import Metric
 
+from fmnist_lightning.lightning_private import should_update_logs
 from fmnist_lightning.training.multi_step import batches_per_epoch, batches_per_step, training_batches
 
 SUMMARY_DEPTH = 2  # the LightningModule's children (the network) and theirs (its layers or blocks)
@@ -24,7 +27,10 @@ class BatchProgressBar(TQDMProgressBar):
     """Lightning's tqdm bar, counting training batches (optimizer steps) instead of Lightning's training steps.
 
     ``refresh_rate`` counts batches too: the bar is redrawn when a multiple of it is passed, and at an epoch's end.
-    With K = 1 it draws what ``TQDMProgressBar`` draws, at the same moments.
+    The figures beside it change only where they are logged: the training step's (``train/loss_step``, logged as
+    ``*_step``) on the steps the logger writes (``log_every_n_steps``), the rest at an epoch's end or after a
+    validation. The bar reads them then and only then: reading a figure makes it a Python number, which on a GPU
+    waits for the device to finish every step queued so far (a host sync); Lightning's bar reads them at each redraw.
     """
 
     @property
@@ -35,6 +41,18 @@ class BatchProgressBar(TQDMProgressBar):
             return min(total, trainer.max_steps - trainer.global_step)  # global_step counts batches (optimizer steps)
         return total
 
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """Lightning's figures (the run's version and the ``prog_bar`` ones), with the training step's figures that
+        the logger last wrote (the model logs them without ``prog_bar``, which would make Lightning read them after
+        every step)."""
+        shown = super().get_metrics(trainer, pl_module)
+        steps = {
+            name: value.item() if isinstance(value, Tensor) else value
+            for name, value in trainer.logged_metrics.items()
+            if name.endswith("_step")
+        }
+        return {**get_standard_metrics(trainer), **steps, **shown}
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -44,14 +62,17 @@ class BatchProgressBar(TQDMProgressBar):
         taken = len(training_batches(batch))
         done = batch_idx * batches_per_step(pl_module) + taken  # every earlier step of the epoch held K batches
         last = trainer.is_last_batch
-        if done // self.refresh_rate == (done - taken) // self.refresh_rate and done != bar.total and not last:
+        redraw = done // self.refresh_rate != (done - taken) // self.refresh_rate or done == bar.total or last
+        logged = should_update_logs(trainer)  # the step's figures are new only where the logger writes them
+        if not redraw and not logged:
             return
         if last and bar.total is not None and done < bar.total:
             bar.total = done  # fewer than estimated: a data module that drops a short batch (mixup)
-        if not bar.disable:
+        if logged or last:
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+        if redraw and not bar.disable:
             bar.n = done
             bar.refresh()
-        bar.set_postfix(self.get_metrics(trainer, pl_module))
 
 
 class _WithoutMetricRows:

@@ -6,15 +6,31 @@ the machine did too. These are the defined measures instead (all on rank 0 under
 - ``fit_time_s``, ``epoch_times_s``: wall time of ``fit`` and of each epoch (training plus its validation).
 - ``train_images_per_s``: training images over the time spent in training batches (data loading included,
   validation not); ``train_images_per_s_by_epoch``: the same per epoch (the first includes warm-up).
-- ``time_to_first_batch_s``: from the start of ``fit`` to the first training batch (data loading, worker start-up).
+- ``time_to_first_batch_s``: from the start of ``fit`` to the first training batch (data loading, worker start-up,
+  the sanity check's validation).
+- ``training_span_s``: the timed span of training, from the start of the first training batch to the end of the
+  last epoch (its validation included), less the one-off work in it: the first batch's ``activation_peak_mb``
+  profiling and the time ``torch.compile`` spent compiling. What comes before the first batch
+  (``time_to_first_batch_s``) and after the last epoch (the latency measurements) is outside it. A resumed fit adds
+  its span, as it adds its ``fit_time_s``.
+- ``compile_s``: the time ``torch.compile`` spent compiling during ``fit`` (its one-off warm-up: the training and
+  evaluation graphs, one per input shape, and their backward graphs), beside the span it is left out of; 0.0 without
+  ``compile``. CUDA graphs' recording (``compile_mode: reduce-overhead``) is not compiling and stays in the span.
 - ``peak_rss_mb``: the process's peak resident memory (``getrusage``), everything the process ever held.
-- ``cuda_peak_allocated_mb``: on GPU, the peak of tensor memory allocated on the device during ``fit``.
+- ``cuda_peak_allocated_mb``: on GPU, the peak of tensor memory allocated on the device during ``fit``, to the end
+  of training (before the latency measurements).
 - ``parameter_mb``: the bytes of the model's parameters and buffers.
 - ``activation_peak_mb``: the peak, over one training step's forward and backward pass on a copy of the model,
   of the memory allocated beyond what was held before it (activations, gradients, temporaries), from
   ``torch.profiler``'s memory events.
 - ``latency_ms_batch1``, ``latency_ms_batch256``: median inference time of a batch of 1 and of 256 images in
-  eval mode on the run's device, measured after ``fit``.
+  eval mode on the run's device, measured after training (``on_train_end``: Lightning moves the model back to the
+  CPU before ``on_fit_end``).
+
+And the settings that decide a run's speed, so that a reader knows what ran: ``precision`` (the trainer's,
+``32-true``, ``bf16-mixed``, ...), ``float32_matmul_precision`` (torch's, as the first training batch found it),
+``data_on_device`` (the data module's ``on_device``), and the model's ``channels_last``, ``compile``,
+``compile_mode`` and ``steps_per_execution``.
 """
 
 from __future__ import annotations
@@ -31,12 +47,35 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from fmnist_lightning.lightning_private import tensorboard_file_writer
 from fmnist_lightning.observe.evaluation import tensorboard_logger
 from fmnist_lightning.observe.figures import CURVES, save_learning_curves
-from fmnist_lightning.observe.measures import MB, activation_peak_mb, inference_latency_ms, peak_rss_mb
+from fmnist_lightning.observe.measures import (
+    MB,
+    activation_peak_mb,
+    compile_seconds,
+    inference_latency_ms,
+    peak_rss_mb,
+    synchronize,
+)
 from fmnist_lightning.observe.record import METRICS_FILE, read_run_metrics, write_json_atomically
 from fmnist_lightning.training.module import FashionMNISTClassifier, count_params
 from fmnist_lightning.training.multi_step import training_batches
 
 HPARAM_RESULTS = ("best_val_acc", "final_val_acc", "test_acc", "fit_time_s", "peak_rss_mb")
+# the model's speed settings the record keeps, with their values where a model has no such hyperparameter
+MODEL_SETTINGS = {"channels_last": False, "compile": False, "compile_mode": None, "steps_per_execution": 1}
+SETTINGS = ("precision", "float32_matmul_precision", "data_on_device", *MODEL_SETTINGS)
+
+
+def speed_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+    """The run's settings that decide its speed, as ``metrics.json`` records them (but the matmul precision, which
+    the first training batch reads: the model's ``setup`` may set it)."""
+    datamodule = trainer.datamodule
+    data_hparams = getattr(datamodule, "hparams", None) or {}
+    model_hparams = getattr(pl_module, "hparams", None) or {}
+    return {
+        "precision": str(trainer.precision),
+        "data_on_device": bool(data_hparams.get("on_device", False)),
+        **{name: model_hparams.get(name, default) for name, default in MODEL_SETTINGS.items()},
+    }
 
 
 class RunMetrics(L.Callback):
@@ -103,9 +142,20 @@ class RunMetrics(L.Callback):
                     if key == "epoch_times_s" or key.endswith("_by_epoch"):
                         self.metrics[key] = value[: self._checkpoint_epochs]
                 self.metrics["epochs"] = min(self.metrics["epochs"], self._checkpoint_epochs)
+        self.metrics.update(speed_settings(trainer, pl_module))
         self._earlier_fit_time = self.metrics.get("fit_time_s", 0.0)
-        if pl_module.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(pl_module.device)
+        self._earlier_span = self.metrics.get("training_span_s", 0.0)
+        self._earlier_compile = self.metrics.get("compile_s", 0.0)
+        # the device fit trains on: Lightning moves the model back to the CPU before on_fit_end
+        self._device = trainer.strategy.root_device
+        if self._device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self._device)
+        self._span_start: float | None = None  # this fit's first training batch
+        self._span_excluded = 0.0  # the one-off work in the span: the first batch's profiling
+        self._span_compile_start = 0.0
+        self._span_closed = False
+        self._device_measured = False
+        self._compile_at_start = compile_seconds()
         self._fit_start = time.perf_counter()
         self._train_time = 0.0
         self._train_images = 0
@@ -119,13 +169,25 @@ class RunMetrics(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if "time_to_first_batch_s" in self.metrics:
+        if self._span_start is not None:
             return
-        self.metrics["time_to_first_batch_s"] = time.perf_counter() - self._fit_start
+        # this fit's first training batch: once, so a sync for the clock costs nothing per step
+        synchronize(self._device)
+        self._span_start = time.perf_counter()
+        self._span_compile_start = compile_seconds()
+        self.metrics["float32_matmul_precision"] = torch.get_float32_matmul_precision()  # after the model's setup
+        if "time_to_first_batch_s" in self.metrics:  # a resumed fit: its run's first batch was measured
+            return
+        self.metrics["time_to_first_batch_s"] = self._span_start - self._fit_start
         if self.activation_memory and isinstance(pl_module, FashionMNISTClassifier):
             images, targets = training_batches(batch)[0]
+            compiled = compile_seconds()
             self.metrics["activation_peak_mb"] = activation_peak_mb(pl_module.net, images, targets)
+            synchronize(self._device)
             self._epoch_start = self._last_batch_end = time.perf_counter()  # the profiling is not training time
+            # nor in the span; what compiled during it is left out with it, not twice
+            self._span_excluded = self._epoch_start - self._span_start
+            self._span_compile_start += compile_seconds() - compiled
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -159,6 +221,12 @@ class RunMetrics(L.Callback):
                 logger.log_metrics(timing, trainer.global_step)
         self._write(trainer)  # so that `compare` shows a live run's progress
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Training is over (its last validation too) and the model is still on the device it trained on: the span
+        ends here, and the device's measures are taken now."""
+        self._close_span(synchronize_device=True)
+        self._measure_device(pl_module, latency=True)
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._finish_fit(trainer, pl_module, "finished")
 
@@ -166,10 +234,48 @@ class RunMetrics(L.Callback):
         if self.metrics.get("status") == "running":
             self._finish_fit(trainer, pl_module, "interrupted")
 
+    def _close_span(self, synchronize_device: bool) -> None:
+        """``training_span_s`` and ``compile_s`` to now: the end of training, or of a fit interrupted before it (where
+        the device is left alone: it may be the device's error that ended the fit)."""
+        if self._span_closed:
+            return
+        self._span_closed = True
+        if synchronize_device:
+            synchronize(self._device)  # once, after training: what was queued for it is part of it
+        end, compiled = time.perf_counter(), compile_seconds()
+        span = 0.0  # a fit without a training batch (resumed to redo a validation) adds none
+        if self._span_start is not None:
+            compiling = max(compiled - self._span_compile_start, 0.0)  # torch._dynamo.reset() clears torch's total
+            span = max(end - self._span_start - self._span_excluded - compiling, 0.0)
+        self.metrics["training_span_s"] = self._earlier_span + span
+        self.metrics["compile_s"] = self._earlier_compile + max(compiled - self._compile_at_start, 0.0)
+
+    def _measure_device(self, pl_module: L.LightningModule, latency: bool) -> None:
+        """The CUDA memory peak, and with ``latency`` the inference latency where the model is on its fit's device
+        (after Lightning's teardown a GPU run's model is on the CPU, and a CPU latency would be recorded as the
+        run's)."""
+        if self._device_measured:
+            return
+        if self._device.type == "cuda":  # the device's own count: wherever the model is now
+            self.metrics["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(self._device) / MB
+        if not latency or pl_module.device != self._device:
+            return
+        self._device_measured = True
+        if self.latency:
+            was_training = pl_module.training
+            pl_module.eval()
+            for batch_size in (1, 256):
+                self.metrics[f"latency_ms_batch{batch_size}"] = inference_latency_ms(pl_module, batch_size)
+            pl_module.train(was_training)
+
     def _finish_fit(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str) -> None:
         metrics = self.metrics
         metrics["status"] = status
         metrics["fit_time_s"] = self._earlier_fit_time + time.perf_counter() - self._fit_start
+        # where training did not end: interrupted, or a resumed fit with nothing left to train
+        self._close_span(synchronize_device=False)
+        # the device's measures where on_train_end did not take them; the latency of a finished fit only
+        self._measure_device(pl_module, latency=status == "finished")
         epoch_times = [seconds for seconds in metrics["epoch_times_s"] if seconds is not None]
         if epoch_times:
             metrics["seconds_per_epoch"] = statistics.mean(epoch_times)
@@ -181,14 +287,6 @@ class RunMetrics(L.Callback):
         rss = peak_rss_mb()
         if rss is not None:
             metrics["peak_rss_mb"] = rss
-        if pl_module.device.type == "cuda":
-            metrics["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(pl_module.device) / MB
-        if self.latency and status == "finished":
-            was_training = pl_module.training
-            pl_module.eval()
-            for batch_size in (1, 256):
-                metrics[f"latency_ms_batch{batch_size}"] = inference_latency_ms(pl_module, batch_size)
-            pl_module.train(was_training)
         self._write(trainer)
         self._log_summary(trainer)
         log_hparams_with_results(trainer, pl_module, metrics)
@@ -201,7 +299,7 @@ class RunMetrics(L.Callback):
         numbers = {
             f"run/{key}": float(value)
             for key, value in self.metrics.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in SETTINGS
         }
         for logger in trainer.loggers:
             logger.log_metrics(numbers, step=trainer.global_step)

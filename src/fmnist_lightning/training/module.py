@@ -188,10 +188,12 @@ class FashionMNISTClassifier(L.LightningModule):
         else:
             loss, accuracy = multi_step.take_steps(self, batch, self._plain_steps)
         # per step only on the steps the logger writes (each self.log moves its value to the device: ~2 ms); the
-        # logger's own rule, which Lightning keeps private
+        # logger's own rule, which Lightning keeps private. Not prog_bar: Lightning would turn a progress-bar value
+        # into a Python number after every later step of the epoch (a host sync on a GPU); the bar shows these from
+        # the steps the logger writes (observe/progress.py)
         if loss is not None and should_update_logs(self.trainer):
-            self.log("train/loss_step", loss, prog_bar=True)
-            self.log("train/acc_step", accuracy, prog_bar=True)
+            self.log("train/loss_step", loss)
+            self.log("train/acc_step", accuracy)
         if self.trainer.is_last_batch:  # here, not in on_train_epoch_end: callbacks read it before that hook
             self._log_epoch("train", suffix="_epoch")
         return loss
