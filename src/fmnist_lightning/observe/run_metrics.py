@@ -193,6 +193,8 @@ class RunMetrics(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._epoch_images += sum(len(images) for images, _ in training_batches(batch))
+        if trainer.is_last_batch:  # once an epoch: the epoch's training ends when the device has done its work
+            synchronize(self._device)
         self._last_batch_end = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
