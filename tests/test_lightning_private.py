@@ -1,8 +1,8 @@
 """Each private Lightning name in lightning_private.py exists in the installed Lightning with the shape used there.
 
 Behaviour is tested where each is used (tests/test_faults.py: the validation rewind; tests/test_recipe_features.py:
-the EMA's averaging function and batch-norm statistics; tests/test_speed_options.py: steps without hooks); this
-names what broke when a Lightning release renames one."""
+the EMA's averaging function and batch-norm statistics; tests/test_speed_options.py: steps without hooks, weight
+averaging after each step); this names what broke when a Lightning release renames one."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from fmnist_lightning import lightning_private
 def test_the_private_names_exist(tmp_path):
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     assert isinstance(lightning_private.should_update_logs(trainer), bool)
+    assert lightning_private.training_step_index(trainer) == -1  # no training step yet
     progress = trainer.fit_loop.epoch_loop.val_loop.batch_progress
     assert isinstance(progress, _BatchProgress)
     assert {"ready", "started", "processed", "completed"} <= set(vars(progress.total))

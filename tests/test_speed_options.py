@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import lightning as L
 import pytest
 import torch
@@ -14,7 +16,7 @@ from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.models import CustomCNN, FastCNN, LeNet5
 from fmnist_lightning.observe.progress import BatchProgressBar
 from fmnist_lightning.observe.run_metrics import RunMetrics
-from support import REPO, error_line
+from support import REPO
 
 
 def make_cli(tiny_data, tmp_path, *args: str, config: str = "lenet") -> FashionMNISTCLI:
@@ -181,21 +183,102 @@ def test_steps_per_execution_skips_lightnings_step_wrappers_only_while_no_hook_r
         assert torch.equal(runs["hooked"].model.state_dict()[name], weight), name
 
 
-def test_steps_per_execution_needs_a_one_cycle_length_and_at_least_one(tiny_data, tmp_path):
-    one_cycle = '{"class_path": "torch.optim.lr_scheduler.OneCycleLR", "init_args": {"max_lr": 0.1}}'
-    cli = make_cli(
-        tiny_data, tmp_path, "--model.init_args.steps_per_execution", "4", "--model.init_args.lr_scheduler", one_cycle
-    )
-    with pytest.raises(UserInputError, match="steps_per_execution 4: OneCycleLR needs its total_steps"):
-        cli.trainer.fit(cli.model, cli.datamodule)
+def test_steps_per_execution_is_at_least_one():
     with pytest.raises(UserInputError, match="must be ≥ 1, got 0"):
         LeNet5(steps_per_execution=0)
 
 
-def test_steps_per_execution_refuses_weight_averaging_before_the_run_folder(tiny_data, tmp_path, capsys):
-    logs = tmp_path / "logs"
-    args = ["fit", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data)]
-    args += ["--trainer.logger.init_args.save_dir", str(logs), "--model.init_args.steps_per_execution", "4"]
-    assert main([*args, "--trainer.callbacks+=fmnist_lightning.training.EMAWithWarmup"]) == 2
-    assert error_line(capsys.readouterr().err).startswith("error: EMAWithWarmup averages once per training step")
-    assert not logs.exists()
+class LearningRates(L.Callback):
+    """The learning rate of every optimizer step, read by torch's own step hook (no Lightning step hook: the steps
+    of steps_per_execution keep their plain path)."""
+
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.optimizers[0].register_step_pre_hook(lambda opt, *_: self.rates.append(opt.param_groups[0]["lr"]))
+
+
+SMALL_FAST_CNN = ["--model.init_args.width", "4", "--model.init_args.hidden", "16"]  # fast.yaml's, smaller
+COSINE_TO_END = '{"class_path": "fmnist_lightning.training.schedules.CosineAnnealingToEndLR"}'
+
+
+@pytest.mark.parametrize(
+    ("options", "steps"),
+    [
+        ([], 2 * 7),
+        (["--trainer.max_steps", "10"], 10),  # stops within a group of the second epoch
+        (["--model.init_args.lr_scheduler", COSINE_TO_END, *STEP_WARMUP], 2 * 7),
+    ],
+    ids=["one-cycle", "one-cycle-max-steps", "cosine-step-warmup"],
+)
+def test_steps_per_execution_sizes_a_schedule_by_the_runs_optimizer_steps(tiny_data, tmp_path, options, steps):
+    """A OneCycleLR without total_steps (fast.yaml's) or a step-wise cosine without T_max over four optimizer steps per
+    training step: sized by the run's optimizer steps, not Lightning's training steps (groups of four), so the same
+    learning rate at every step and the same weights as one at a time, and never stepped past its end (OneCycleLR
+    raises there) though each epoch ends in a short group: 104 images in batches of 16, 16 + 16 + 16 + 16 | 16 + 16 +
+    8."""
+    runs = {}
+    for k in (1, 4):
+        cli = make_cli(
+            tiny_data, tmp_path / str(k), "--model.init_args.steps_per_execution", str(k), "--data.batch_size", "16",
+            "--data.val_size", "16", "--trainer.max_epochs", "2", *SMALL_FAST_CNN, *options, config="fast",
+        )  # fmt: skip
+        rates = LearningRates()
+        cli.trainer.callbacks.append(rates)
+        cli.trainer.fit(cli.model, cli.datamodule)
+        runs[k] = cli, rates.rates
+    (one, one_rates), (four, four_rates) = runs[1], runs[4]
+    assert four.trainer.num_training_batches == 2 and four.model._plain_steps
+    assert four.trainer.global_step == one.trainer.global_step == steps == len(four_rates)
+    assert four_rates == one_rates and len(set(four_rates)) > steps // 2  # a schedule, not a constant
+    schedulers = [cli.trainer.lr_scheduler_configs[0].scheduler for cli in (one, four)]
+    if "--model.init_args.lr_scheduler" in options:  # the warm-up, then the cosine over the steps after it
+        assert [s._schedulers[1].T_max for s in schedulers] == [2 * 7 - 5] * 2
+        assert four.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    else:
+        assert [s.total_steps for s in schedulers] == [steps] * 2
+    assert [s.last_epoch for s in schedulers] == [steps] * 2
+    for name, weight in one.model.state_dict().items():
+        assert torch.equal(four.model.state_dict()[name], weight), name
+
+
+EMA_WITH_WARMUP = {"class_path": "fmnist_lightning.training.EMAWithWarmup", "init_args": {"bn_batches": 6}}
+# averages after the optimizer steps of step_idx 2, 5, 8, …: not at the ends of the groups of four
+EMA_EVERY_THIRD = {
+    "class_path": "lightning.pytorch.callbacks.EMAWeightAveraging",
+    "init_args": {"decay": 0.9, "update_every_n_steps": 3, "update_starting_at_step": 2},
+}
+
+
+@pytest.mark.parametrize(
+    ("ema", "updates"), [(EMA_WITH_WARMUP, 2 * 7), (EMA_EVERY_THIRD, 4)], ids=["ema-with-warmup", "every-third"]
+)
+def test_steps_per_execution_averages_weights_after_every_optimizer_step(tiny_data, tmp_path, ema, updates):
+    """Weight averaging with four optimizer steps per training step: updated after each optimizer step, and asked
+    whether to with each step's index, so the same average (validated, checkpointed and left in the model after
+    fit) as one at a time; EMAWithWarmup's batch-norm statistics from the same 6 batches of 16, where a loader item
+    holds four of them. FastCNN has batch norm; 104 training images, 16 + 16 + 16 + 16 | 16 + 16 + 8 an epoch."""
+    runs = {}
+    for k in (1, 4):
+        cli = make_cli(
+            tiny_data, tmp_path / str(k), "--model.init_args.steps_per_execution", str(k), "--data.batch_size", "16",
+            "--data.val_size", "16", "--trainer.max_epochs", "2", *SMALL_FAST_CNN,
+            f"--trainer.callbacks+={json.dumps(ema)}", config="fast",
+        )  # fmt: skip
+        cli.trainer.fit(cli.model, cli.datamodule)
+        (last,) = (tmp_path / str(k) / "logs").rglob("last.ckpt")
+        runs[k] = cli, torch.load(last, weights_only=False)
+    (one, one_saved), (four, four_saved) = runs[1], runs[4]
+    assert four.model._plain_steps and four.trainer.global_step == one.trainer.global_step == 2 * 7
+    for saved in (one_saved, four_saved):
+        assert int(saved["averaging_state"]["n_averaged"]) == updates
+    for key in ("state_dict", "current_model_state"):  # the average; the trained weights
+        assert one_saved[key].keys() == four_saved[key].keys()
+        for name, weight in one_saved[key].items():
+            assert torch.equal(four_saved[key][name], weight), f"{key}: {name}"
+    assert not torch.equal(one_saved["state_dict"]["net.0.weight"], one_saved["current_model_state"]["net.0.weight"])
+    for name, weight in one.model.state_dict().items():  # the average, after fit
+        assert torch.equal(four.model.state_dict()[name], weight), name
+    for name, value in one.trainer.callback_metrics.items():  # validated with the average
+        assert torch.equal(four.trainer.callback_metrics[name], value), name

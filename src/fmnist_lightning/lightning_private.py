@@ -9,6 +9,8 @@ user's run. To remove one, replace its function body here with the public way an
   those saves ~2 ms a step on a CPU (``self.log`` moves its value to the device every call).
 - ``step_counted_without_hooks``: ``LightningOptimizer``'s step without the hook calls around it, for
   ``steps_per_execution``'s optimizer steps where no hook does anything (8-10 % of a LeNet-5 step on a CPU).
+- ``training_step_index``: the training step's ``batch_idx`` outside ``training_step``, for the weight-averaging
+  hook that ``steps_per_execution`` calls after each of its optimizer steps, with what Lightning passes it.
 - ``rewind_to_validation_start``: the validation loop's progress counters, so a run stopped during validation
   redoes that validation when resumed (Lightning would skip it).
 - ``use_multi_average_fn`` and ``averaged_network``: Lightning's ``WeightAveraging`` passes a fixed-decay function
@@ -47,6 +49,11 @@ def step_counted_without_hooks(optimizer: LightningOptimizer) -> None:
     optimizer._on_before_step()
     optimizer.optimizer.step()
     optimizer._on_after_step()
+
+
+def training_step_index(trainer: L.Trainer) -> int:
+    """The running training step's ``batch_idx`` (within the epoch), as Lightning passes it to the step's hooks."""
+    return trainer.fit_loop.epoch_loop.batch_idx
 
 
 def rewind_to_validation_start(trainer: L.Trainer) -> None:

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
 from fmnist_lightning.lightning_private import averaged_network, use_multi_average_fn
+from fmnist_lightning.training.multi_step import batches_per_step
 
 
 def ema_decay(updates: int, decay: float) -> float:
@@ -30,7 +31,9 @@ class EMAWithWarmup(EMAWeightAveraging):
     whose weights trained at 87 % (its averaged checkpoint: 89.7 % with batch statistics, 9.7 % with its running
     ones). With ``bn_batches`` the averaged network's statistics are computed afresh on that many training batches
     (torch's ``swa_utils.update_bn``; Lightning leaves this to the user) before it is validated, and so before
-    the checkpoints that follow a validation and the copy at the end of fit.
+    the checkpoints that follow a validation and the copy at the end of fit. They are the batches of the model's
+    optimizer steps: with ``steps_per_execution`` K > 1, whose loader items hold K of them, the same images as with
+    K = 1.
     """
 
     def __init__(self, decay: float = 0.999, bn_batches: int = 0, **kwargs: Any) -> None:
@@ -55,7 +58,9 @@ class EMAWithWarmup(EMAWeightAveraging):
             # on forked random state: the loader's shuffle and the network's dropout here leave training's draws as
             # they were, so bn_batches changes what is validated, never what is trained
             with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
-                batches = itertools.islice(trainer.datamodule.train_dataloader(), self.bn_batches)
-                images = (trainer.strategy.batch_to_device(batch)[0] for batch in batches)
-                torch.optim.swa_utils.update_bn(images, average)
+                loader = trainer.datamodule.train_dataloader()
+                items = (trainer.strategy.batch_to_device(item)[0] for item in loader)
+                size = (loader.batch_size or 0) // batches_per_step(pl_module)  # an item holds K step batches
+                batches = (batch for images in items for batch in (images.split(size) if size else [images]))
+                torch.optim.swa_utils.update_bn(itertools.islice(batches, self.bn_batches), average)
         super().on_validation_epoch_start(trainer, pl_module)

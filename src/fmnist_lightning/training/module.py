@@ -62,14 +62,15 @@ class FashionMNISTClassifier(L.LightningModule):
         steps_per_execution: Optimizer steps per Lightning training step (Keras's ``steps_per_execution``,
             ``training/multi_step.py``): the training loader delivers this many batches at a time (the data module's
             ``batches_per_step``, which the CLI links to this; in Python set both) and ``training_step`` takes a step
-            on each, the
-            same batches and updates as one at a time. Lightning's own work per training step (~1.5 ms on a CPU,
-            which Lightning cannot skip) is then shared by them: 20 % faster for LeNet-5 and Brownlee's CNN on a
-            2-core CPU. Lightning then counts a group as one batch: in ``log_every_n_steps``, ``val_check_interval``,
-            ``limit_train_batches`` and the step axis of the scalars in TensorBoard (``global_step``, ``max_steps``,
-            checkpoints and the figures count optimizer steps). Schedulers are stepped as Lightning steps them; a
-            ``OneCycleLR`` needs its ``total_steps``. Lightning refuses gradient clipping and accumulation with it,
-            and weight averaging (EMA), which acts once per training step, is refused too.
+            on each, the same batches and updates as one at a time. Lightning's own work per training step (~1.5 ms
+            on a CPU, which Lightning cannot skip) is then shared by them: 20 % faster for LeNet-5 and Brownlee's CNN
+            on a 2-core CPU. Lightning then counts a group as one batch: in ``log_every_n_steps``,
+            ``val_check_interval``, ``limit_train_batches`` and the step axis of the scalars in TensorBoard
+            (``global_step``, ``max_steps``, checkpoints and the figures count optimizer steps). Schedulers are
+            stepped as Lightning steps them, a schedule sized by the trainer (``OneCycleLR`` without
+            ``total_steps``, a step-wise cosine without ``T_max``) over the run's optimizer steps, and weight
+            averaging (EMA) is updated after every optimizer step: the same learning rates and averaged weights as
+            one at a time. Lightning refuses gradient clipping and accumulation with it.
     """
 
     def __init__(
@@ -214,8 +215,9 @@ class FashionMNISTClassifier(L.LightningModule):
         return self._evaluate(images, "predict").softmax(dim=1)
 
     def check_callbacks(self, callbacks: Sequence[L.Callback]) -> None:
-        """Refuses what ``steps_per_execution`` > 1 cannot do (weight averaging)."""
-        multi_step.check_callbacks(self.hparams.steps_per_execution, callbacks)
+        """Refuses callbacks the model cannot train with, before the run folder exists (the CLI) and as fit starts:
+        none today. Weight averaging, once refused with ``steps_per_execution`` > 1, is updated after each of its
+        optimizer steps (``multi_step.update_averages``)."""
 
     def on_fit_start(self) -> None:
         self.check_callbacks(self.trainer.callbacks)

@@ -4,14 +4,17 @@ Lightning's own work per training step (~1.5 ms on a CPU, which it cannot skip) 
 faster for LeNet-5 and Brownlee's CNN on a 2-core CPU. The data module delivers K batches as one loader item and
 splits them after the transfer (its ``batches_per_step``, linked to the model's option by the CLI); the model takes a
 step on each, in manual optimization, with the same batches and updates as one at a time
-(tests/test_speed_options.py). Everything this needs lives here, the private Lightning calls in
-``fmnist_lightning.lightning_private``.
+(tests/test_speed_options.py). What Lightning does once per optimizer step is done here after each of the K: the
+schedulers stepped every step, and weight averaging (Lightning's ``WeightAveraging``, EMA), which Lightning updates
+once per training step (``on_train_batch_end``), updated after every step as with K = 1. A schedule sized by the
+trainer (``OneCycleLR`` without ``total_steps``) gets the run's optimizer steps (``optimizer_steps``), where
+Lightning's ``estimated_stepping_batches`` counts groups. Everything this needs lives here, the private Lightning
+calls in ``fmnist_lightning.lightning_private``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -23,7 +26,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.lightning_private import step_counted_without_hooks
+from fmnist_lightning.lightning_private import step_counted_without_hooks, training_step_index
 
 # the hooks around an optimizer step's backward pass and update, on callbacks and on the LightningModule alike
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
@@ -57,14 +60,32 @@ def batches_per_epoch(trainer: L.Trainer) -> int | float:
     return (groups - 1) * k + math.ceil(last_images / (loader.batch_size // k))
 
 
+def optimizer_steps(module: L.LightningModule) -> int | float:
+    """The run's optimizer steps, as Lightning's ``estimated_stepping_batches`` counts them with K = 1.
+
+    With ``steps_per_execution`` K > 1 Lightning counts its training steps (groups of K): here an epoch counts its
+    batches (``batches_per_epoch``: a short last group, ``limit_train_batches``), capped by ``max_steps``, which
+    ``global_step`` (optimizer steps) meets. An endless run or a loader without a length: Lightning's figure
+    (``max_steps``, or inf)."""
+    trainer = module.trainer
+    estimate = trainer.estimated_stepping_batches  # also sets up the train loader, so num_training_batches is known
+    endless = trainer.max_epochs == -1 or math.isinf(trainer.num_training_batches)  # or a loader without a length
+    if batches_per_step(module) == 1 or endless:
+        return estimate
+    total = batches_per_epoch(trainer) * max(trainer.max_epochs, 1)
+    return min(total, trainer.max_steps) if trainer.max_steps != -1 else total
+
+
 def take_steps(module: L.LightningModule, batches: Any, plain: bool) -> tuple[Any, Any]:
     """An optimizer step on each batch of a ``FashionMNISTClassifier``, as Lightning's automatic optimization would
     take it (``plain``: without Lightning's hook calls, see ``plain_steps_possible``); the last batch's loss and
     accuracy (None, None without a step)."""
     trainer = module.trainer
     optimizer = module.optimizers()
+    averaging = [callback for callback in trainer.callbacks if isinstance(callback, WeightAveraging)]
+    batches = training_batches(batches)
     loss = accuracy = None
-    for batch in training_batches(batches):
+    for index, batch in enumerate(batches):
         if 0 <= trainer.max_steps <= module.global_step:
             break
         loss, accuracy = module.step_on_batch(batch, "train")
@@ -76,7 +97,23 @@ def take_steps(module: L.LightningModule, batches: Any, plain: bool) -> tuple[An
             module.manual_backward(loss)
             optimizer.step()
         step_schedulers(module, "step")
+        if averaging and index < len(batches) - 1:  # Lightning's own call after the training step does the last
+            update_averages(module, averaging, loss, batch)
     return loss, accuracy
+
+
+def update_averages(module: L.LightningModule, averaging: list[WeightAveraging], loss: Any, batch: Batch) -> None:
+    """Weight averaging after an optimizer step within a training step, as Lightning does it after a training step.
+
+    Lightning calls ``WeightAveraging.on_train_batch_end`` once per training step, which updates the average when
+    ``global_step`` has moved on since its last update and ``should_update(step_idx=global_step - 1)`` agrees: called
+    after every optimizer step, ``global_step`` is each step's, as with K = 1, and so are the updates (every step's,
+    or ``update_every_n_steps``'); Lightning's own call after the group's last step then averages that step.
+    """
+    trainer = module.trainer
+    outputs = {"loss": loss.detach()}  # what Lightning hands the hook in manual optimization
+    for callback in averaging:
+        callback.on_train_batch_end(trainer, module, outputs, batch, training_step_index(trainer))
 
 
 def step_schedulers(module: L.LightningModule, interval: str) -> None:
@@ -115,16 +152,6 @@ def plain_steps_possible(module: L.LightningModule) -> bool:
         and not is_overridden("backward", module, L.LightningModule)
         and not any(is_overridden(hook, obj) for hook in STEP_HOOKS for obj in hooked)
     )
-
-
-def check_callbacks(steps_per_execution: int, callbacks: Sequence[L.Callback]) -> None:
-    """Refuses weight averaging with ``steps_per_execution`` > 1: it would average once per K optimizer steps."""
-    averaging = [type(c).__name__ for c in callbacks if isinstance(c, WeightAveraging)]
-    if averaging and steps_per_execution > 1:
-        raise UserInputError(
-            f"{averaging[0]} averages once per training step, and --model.init_args.steps_per_execution "
-            f"{steps_per_execution} makes that several optimizer steps; set it to 1"
-        )
 
 
 def check_data(steps_per_execution: int, datamodule: Any) -> None:

@@ -3,14 +3,14 @@
 The config's scheduler is built with the optimizer, after ``warmup`` intervals of a linear ramp when asked. Two
 schedules may leave their length to the trainer, which knows the run's:
 
-- ``OneCycleLR`` without ``total_steps``: the run's optimizer steps (``trainer.estimated_stepping_batches``), and
-  it is stepped every step;
+- ``OneCycleLR`` without ``total_steps``: the run's optimizer steps, and it is stepped every step;
 - ``CosineAnnealingLR`` without ``T_max`` (in a config: ``CosineAnnealingToEndLR``, whose ``T_max`` is optional):
   the rest of the run after the warm-up, ``max_epochs - warmup`` epochs, or with ``scheduler_interval: step`` the
   run's optimizer steps less the warm-up's, so that the learning rate reaches ``eta_min`` as the run ends.
 
-Both count optimizer steps through the trainer, which with ``steps_per_execution`` > 1 counts groups of steps: that
-combination is refused, and the schedule's length must then be given.
+The run's optimizer steps are Lightning's ``trainer.estimated_stepping_batches``, counted in batches with
+``steps_per_execution`` K > 1, where Lightning counts groups of K (``multi_step.optimizer_steps``): the same
+schedule, step for step, as with K = 1.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, OneCycleLR, ReduceLROnPlateau, SequentialLR
 
 from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.training.multi_step import optimizer_steps
 
 
 class CosineAnnealingToEndLR(CosineAnnealingLR):
@@ -75,12 +76,7 @@ def build_scheduler(module: L.LightningModule, optimizer: Optimizer, interval: s
     except ValueError as error:  # OneCycleLR without total_steps: the trainer knows the run's length
         if "total_steps" not in str(error):
             raise
-        if not module.automatic_optimization:  # the trainer counts groups of steps
-            raise UserInputError(
-                f"--model.init_args.steps_per_execution {module.hparams.steps_per_execution}: OneCycleLR "
-                "needs its total_steps then (or set steps_per_execution to 1)"
-            ) from None
-        return module.lr_scheduler(optimizer, total_steps=module.trainer.estimated_stepping_batches), "step"
+        return module.lr_scheduler(optimizer, total_steps=optimizer_steps(module)), "step"
     except TypeError as error:  # torch's CosineAnnealingLR without T_max (built in Python)
         if "T_max" not in str(error):
             raise
@@ -98,12 +94,7 @@ def cosine_length(module: L.LightningModule, interval: str) -> int:
     """
     trainer = module.trainer
     if interval == "step":
-        if not module.automatic_optimization:  # the trainer counts groups of steps
-            raise UserInputError(
-                f"--model.init_args.steps_per_execution {module.hparams.steps_per_execution}: CosineAnnealingLR "
-                "stepped every step needs its T_max then (or set steps_per_execution to 1)"
-            )
-        total, source = trainer.estimated_stepping_batches, "--trainer.max_epochs or --trainer.max_steps"
+        total, source = optimizer_steps(module), "--trainer.max_epochs or --trainer.max_steps"
     else:
         total, source = trainer.max_epochs, "--trainer.max_epochs"
     if total is None or total < 0 or math.isinf(total):
