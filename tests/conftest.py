@@ -58,7 +58,7 @@ def make_datamodule(tmp_path: Path) -> Callable:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skips the `gpu` tests where no CUDA GPU is visible (asked once, and only when such a test is collected)."""
-    gpu_tests = [item for item in items if "gpu" in item.keywords]
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]  # not keywords: a test id may say gpu
     if gpu_tests and not gpu_available():
         for item in gpu_tests:
             item.add_marker(pytest.mark.skip(reason="no CUDA GPU on this machine"))
