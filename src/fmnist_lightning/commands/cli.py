@@ -159,8 +159,6 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
             self.model.optimizer(self.model.parameters())
         except ValueError as error:
             raise UserInputError(f"--model.init_args.optimizer: {error}") from None
-        if isinstance(self.model, FashionMNISTClassifier):  # here too, before the run folder exists
-            self.model.check_callbacks(self.trainer.callbacks)
         self._check_log_dirs_writable()
         self._read_data("fit")
 

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -22,6 +23,7 @@ from fmnist_lightning.training import multi_step
 from fmnist_lightning.training.prediction import Prediction, predict_images
 
 STAGES = ("train", "val", "test")
+MATMUL_PRECISIONS = {"highest": "in float32", "high": "on TF32 tensor cores", "medium": "on bfloat16 tensor cores"}
 
 
 def count_params(module: nn.Module) -> int:
@@ -47,8 +49,8 @@ class FashionMNISTClassifier(L.LightningModule):
             so a checkpoint, ``predict_images`` and an exported file need no word about it.
         optimizer: Built with the model's parameters, e.g. ``torch.optim.SGD`` with ``lr: 0.01`` in YAML.
         lr_scheduler: Optional, built with the optimizer; stepped every epoch, or every training step with
-            ``scheduler_interval: step``. A ``OneCycleLR`` without ``total_steps`` gets the run's length from the
-            trainer (``estimated_stepping_batches``) and is stepped every step.
+            ``scheduler_interval: step``. A ``OneCycleLR`` without ``total_steps`` gets the run's length in
+            optimizer steps from the trainer (``multi_step.optimizer_steps``) and is stepped every step.
         scheduler_monitor: The metric a ``ReduceLROnPlateau`` scheduler watches.
         scheduler_interval: ``epoch`` or ``step``.
         warmup: Scheduler intervals (epochs, or steps) over which the learning rate rises linearly from 1 % to the
@@ -57,6 +59,14 @@ class FashionMNISTClassifier(L.LightningModule):
             study's batch norm keeps exact batch statistics in that layout (``ExactBatchNorm2d``), and so Keras
             parity.
         compile: ``torch.compile`` the network (``nn.Module.compile``: checkpoints keep their keys).
+        compile_mode: torch.compile's ``mode`` with ``compile``: ``reduce-overhead`` replays each training and
+            evaluation step's kernels as CUDA graphs (one launch instead of one per kernel, which bounds small
+            batches on a GPU), ``max-autotune`` adds kernel autotuning; None is torch's default.
+        float32_matmul_precision: What float32 matrix multiplications may use on a CUDA GPU
+            (``torch.set_float32_matmul_precision``): ``high`` (TF32 tensor cores, as torch already lets cuDNN's
+            convolutions do), ``medium`` (bfloat16 passes) or ``highest`` (true float32). Applied when the trainer's
+            device is a CUDA GPU and logged once; a CPU run is left as it is, so CPU results and parity keep
+            true float32.
         tta_flip: Test-time augmentation in ``test`` and ``predict``: the mean of the class probabilities of each
             image and its mirror image.
         steps_per_execution: Optimizer steps per Lightning training step (Keras's ``steps_per_execution``,
@@ -84,12 +94,19 @@ class FashionMNISTClassifier(L.LightningModule):
         warmup: int = 0,
         channels_last: bool = False,
         compile: bool = False,
+        compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None,
+        float32_matmul_precision: Literal["highest", "high", "medium"] = "high",
         tta_flip: bool = False,
         steps_per_execution: int = 1,
     ) -> None:
         super().__init__()
         if warmup < 0:
             raise UserInputError(f"--model.init_args.warmup must be ≥ 0 scheduler intervals, got {warmup}")
+        if compile_mode is not None and not compile:
+            raise UserInputError(
+                f"--model.init_args.compile_mode {compile_mode} is a mode of torch.compile: add "
+                "--model.init_args.compile true"
+            )
         if steps_per_execution < 1:
             raise UserInputError(f"--model.init_args.steps_per_execution must be ≥ 1, got {steps_per_execution}")
         # Lightning steps the optimizer once per training step; several steps per training step are manual
@@ -117,14 +134,31 @@ class FashionMNISTClassifier(L.LightningModule):
         self._plain_steps = False  # set when fit starts
 
     def setup(self, stage: str) -> None:
+        try:
+            device = self.trainer.strategy.root_device  # where the model is going; it is still on the CPU here
+        except RuntimeError:  # not attached to a trainer: a script calls setup itself (the benchmarks' bare loops)
+            device = self.device
+        self.use_float32_matmul_precision(device)
         if self.hparams.channels_last:  # idempotent: setup runs again for every Trainer stage
             self.net.to(memory_format=torch.channels_last)
         if self.hparams.compile and not getattr(self, "_compiled", False):
             # one graph per input shape: fit meets a few (the summary's single image, the training and evaluation
             # batches, the epochs' last batches), and torch's default turns dynamic at the second shape, whose
             # kernels were ~5 % slower a step here (SeedEfficientNet: 14-18 % faster than eager against 8-10 %)
-            self.net.compile(dynamic=False)
+            self.net.compile(dynamic=False, mode=self.hparams.get("compile_mode"))
             self._compiled = True
+
+    def use_float32_matmul_precision(self, device: torch.device) -> None:
+        """Sets ``float32_matmul_precision`` for a CUDA ``device`` (see the class's Args); says so once."""
+        precision = self.hparams.get("float32_matmul_precision", "high")
+        if device.type != "cuda" or torch.get_float32_matmul_precision() == precision:
+            return
+        torch.set_float32_matmul_precision(precision)
+        convolutions = "TF32" if torch.backends.cudnn.allow_tf32 else "float32"
+        rank_zero_info(
+            f"float32 on {torch.cuda.get_device_name(device)}: matmuls {MATMUL_PRECISIONS[precision]} "
+            f"(--model.init_args.float32_matmul_precision {precision}), convolutions {convolutions}"
+        )
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """What happens to the [0, 1] pixels before the network: the standardisation, if the model has one."""
@@ -140,6 +174,10 @@ class FashionMNISTClassifier(L.LightningModule):
 
     def _evaluate(self, images: torch.Tensor, stage: str) -> torch.Tensor:
         """Logits; with ``tta_flip`` in test and predict, the log of the mean probabilities of image and mirror."""
+        if self.hparams.get("compile_mode") == "reduce-overhead":
+            # a new step for the CUDA graphs: their outputs of the last step may be overwritten from here on (torch
+            # cannot tell a training loop's steps apart by itself)
+            torch.compiler.cudagraph_mark_step_begin()
         logits = self(images)
         if self.hparams.tta_flip and stage in ("test", "predict"):
             return ((logits.softmax(dim=1) + self(images.flip(-1)).softmax(dim=1)) / 2).log()
@@ -214,13 +252,7 @@ class FashionMNISTClassifier(L.LightningModule):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self._evaluate(images, "predict").softmax(dim=1)
 
-    def check_callbacks(self, callbacks: Sequence[L.Callback]) -> None:
-        """Refuses callbacks the model cannot train with, before the run folder exists (the CLI) and as fit starts:
-        none today. Weight averaging, once refused with ``steps_per_execution`` > 1, is updated after each of its
-        optimizer steps (``multi_step.update_averages``)."""
-
     def on_fit_start(self) -> None:
-        self.check_callbacks(self.trainer.callbacks)
         multi_step.check_data(self.hparams.steps_per_execution, self.trainer.datamodule)
         self._plain_steps = not self.automatic_optimization and multi_step.plain_steps_possible(self)
 
