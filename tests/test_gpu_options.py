@@ -35,7 +35,8 @@ def test_a_gpu_overlay_composes_with_every_recipe(recipe, overlay, tiny_data, mo
     # the recipe's own choices stay: its model, batch size, optimizer and epochs
     assert type(cli.model) is type(recipe_only.model) and data.batch_size == recipe_only.datamodule.hparams.batch_size
     assert cli.trainer.max_epochs == recipe_only.trainer.max_epochs
-    assert model.steps_per_execution == recipe_only.model.hparams.steps_per_execution
+    own_steps = recipe_only.model.hparams.steps_per_execution
+    assert model.steps_per_execution == (8 if overlay == "gpu_bf16" else own_steps) == data.batches_per_step
 
 
 @pytest.fixture
