@@ -85,10 +85,22 @@ def config_args(config: str, way: str, options: argparse.Namespace) -> list[str]
     return [*args, "--data.data_dir", options.data_dir, *NO_AUGMENTATION]
 
 
-def lightning_batches(config: str, images: int) -> int:
-    """Lightning's training batches for ``images`` a epoch: ``steps_per_execution`` batches each."""
+def batches_per_step(config: str, way: str) -> int:
+    """The ``steps_per_execution`` a way runs with: the overlay's where it sets one (gpu_bf16.yaml), else the
+    recipe's."""
+    import yaml
+
     recipe = ROOT / "configs" / f"{config}.yaml"
-    return math.ceil(images / (batch_size(recipe) * steps_per_execution(recipe)))
+    if way != "fit_today":
+        settings = (yaml.safe_load(overlay(config).read_text()).get("model") or {}).get("init_args") or {}
+        if "steps_per_execution" in settings:
+            return settings["steps_per_execution"]
+    return steps_per_execution(recipe)
+
+
+def lightning_batches(config: str, way: str, images: int) -> int:
+    """Lightning's training batches for ``images`` an epoch: ``steps_per_execution`` batches each."""
+    return math.ceil(images / (batch_size(ROOT / "configs" / f"{config}.yaml") * batches_per_step(config, way)))
 
 
 @contextlib.contextmanager
@@ -113,7 +125,7 @@ def run_fit(config: str, way: str, options: argparse.Namespace) -> dict[str, Any
     """``python -m fmnist_lightning fit`` in this process; its ``metrics.json``."""
     from fmnist_lightning.commands.main import main as fmnist
 
-    batches = lightning_batches(config, options.images[config])
+    batches = lightning_batches(config, way, options.images[config])
     with tempfile.TemporaryDirectory() as logs:
         command = [
             "fit", *config_args(config, way, options), "--trainer.max_epochs", str(options.epochs),
@@ -147,10 +159,8 @@ def run_bare(config: str, options: argparse.Namespace) -> dict[str, Any]:
     data.prepare_data()
     data.setup("fit")  # on the device with the overlay's on_device
     size = data.hparams.batch_size
-    recipe = ROOT / "configs" / f"{config}.yaml"
-    count = min(
-        lightning_batches(config, options.images[config]) * size * steps_per_execution(recipe), len(data.train_set)
-    )
+    per_step = batches_per_step(config, "bare")
+    count = min(lightning_batches(config, "bare", options.images[config]) * size * per_step, len(data.train_set))
     images, targets = (tensor.to(device) for tensor in data.train_set.__getitems__(range(count)))
     model.to(device)
     model.train()
