@@ -81,3 +81,18 @@ def test_the_gpu_speed_settings_are_not_part_of_a_recipe():
         "data": {"batch_size": 64, "on_device": True, "eval_batch_size": 10_000},
     }
     assert recipe(on_gpu) == recipe(plain) == {"model.init_args.standardize": True, "data.batch_size": 64}
+
+
+def test_lightning_does_not_advise_loader_workers(tiny_data, tmp_path, monkeypatch, recwarn):
+    """Lightning advises workers where a machine has the cores for them (a GPU node); our loaders gather a batch with
+    one indexing op, on the device with --data.on_device, where workers cannot run."""
+    import lightning.pytorch.trainer.connectors.data_connector as data_connector
+
+    from fmnist_lightning.commands.cli import lightning_command
+
+    monkeypatch.setattr(data_connector, "suggested_max_num_workers", lambda devices: 16)
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(REPO / "configs" / "lenet.yaml"), "--data.data_dir", str(tiny_data)]
+    args += ["--data.on_device", "true", "--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false"]
+    assert lightning_command(args) == 0
+    assert not [w for w in recwarn if "does not have many workers" in str(w.message)]

@@ -284,6 +284,9 @@ def lightning_command(argv: list[str] | None) -> int:
         warnings.filterwarnings(
             "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
         )
+        # Lightning's advice for loaders that decode files per sample; ours gather a whole batch with one indexing
+        # op from memory, or on the GPU (--data.on_device), where workers cannot run at all
+        warnings.filterwarnings("ignore", message=r"The '\w+' does not have many workers", category=UserWarning)
         try:
             cli = FashionMNISTCLI(argv)  # None: LightningCLI reads sys.argv itself
         except SIGTERMException:  # Lightning's SystemExit after SaveOnInterrupt saved the run
