@@ -7,11 +7,16 @@ import os
 import statistics
 import sys
 import time
+from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 
 MB = 2**20
+# the model's speed settings the record keeps, with their values where a model has no such hyperparameter
+MODEL_SETTINGS = {"channels_last": False, "compile": False, "compile_mode": None, "steps_per_execution": 1}
+SPEED_SETTINGS = ("precision", "float32_matmul_precision", "data_on_device", *MODEL_SETTINGS)
 
 
 def peak_rss_mb() -> float | None:
@@ -80,3 +85,16 @@ def inference_latency_ms(model: torch.nn.Module, batch_size: int, budget_s: floa
         synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
+
+
+def speed_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+    """The run's settings that decide its speed, as ``metrics.json`` records them (but the matmul precision, which
+    the first training batch reads: the model's ``setup`` may set it)."""
+    datamodule = trainer.datamodule
+    data_hparams = getattr(datamodule, "hparams", None) or {}
+    model_hparams = getattr(pl_module, "hparams", None) or {}
+    return {
+        "precision": str(trainer.precision),
+        "data_on_device": bool(data_hparams.get("on_device", False)),
+        **{name: model_hparams.get(name, default) for name, default in MODEL_SETTINGS.items()},
+    }

@@ -1,31 +1,20 @@
 """Time and memory of a run, measured the same way for every model, in TensorBoard and in ``metrics.json``.
 
 The study's "memory used" was the change of system-wide used RAM across training, which measures everything else
-the machine did too. These are the defined measures instead (all on rank 0 under DDP):
+the machine did too. Defined measures instead (all on rank 0 under DDP; the table in docs/observability.md):
+``fit_time_s`` and ``epoch_times_s`` (wall time of ``fit`` and of each epoch with its validation);
+``train_images_per_s`` (over the time in training batches, data loading included, validation not; by epoch too,
+the first with its warm-up); ``time_to_first_batch_s`` (data loading, worker start-up, the sanity check);
+``peak_rss_mb`` (``getrusage``: everything the process ever held); ``parameter_mb``; ``activation_peak_mb`` (one
+training step's forward and backward on a copy of the model, from ``torch.profiler``'s memory events);
+``cuda_peak_allocated_mb`` and ``latency_ms_batch1``/``256`` (eval mode), taken on the fit's device in
+``on_train_end``, because Lightning moves the model back to the CPU before ``on_fit_end``.
 
-- ``fit_time_s``, ``epoch_times_s``: wall time of ``fit`` and of each epoch (training plus its validation).
-- ``train_images_per_s``: training images over the time spent in training batches (data loading included,
-  validation not); ``train_images_per_s_by_epoch``: the same per epoch (the first includes warm-up).
-- ``time_to_first_batch_s``: from the start of ``fit`` to the first training batch (data loading, worker start-up,
-  the sanity check's validation).
-- ``training_span_s``: the timed span of training, from the start of the first training batch to the end of the
-  last epoch (its validation included), less the one-off work in it: the first batch's ``activation_peak_mb``
-  profiling and the time ``torch.compile`` spent compiling. What comes before the first batch
-  (``time_to_first_batch_s``) and after the last epoch (the latency measurements) is outside it. A resumed fit adds
-  its span, as it adds its ``fit_time_s``.
-- ``compile_s``: the time ``torch.compile`` spent compiling during ``fit`` (its one-off warm-up: the training and
-  evaluation graphs, one per input shape, and their backward graphs), beside the span it is left out of; 0.0 without
-  ``compile``. CUDA graphs' recording (``compile_mode: reduce-overhead``) is not compiling and stays in the span.
-- ``peak_rss_mb``: the process's peak resident memory (``getrusage``), everything the process ever held.
-- ``cuda_peak_allocated_mb``: on GPU, the peak of tensor memory allocated on the device during ``fit``, to the end
-  of training (before the latency measurements).
-- ``parameter_mb``: the bytes of the model's parameters and buffers.
-- ``activation_peak_mb``: the peak, over one training step's forward and backward pass on a copy of the model,
-  of the memory allocated beyond what was held before it (activations, gradients, temporaries), from
-  ``torch.profiler``'s memory events.
-- ``latency_ms_batch1``, ``latency_ms_batch256``: median inference time of a batch of 1 and of 256 images in
-  eval mode on the run's device, measured after training (``on_train_end``: Lightning moves the model back to the
-  CPU before ``on_fit_end``).
+``training_span_s`` is the timed span: from the start of the first training batch to the end of the last epoch
+(its validation included), less its one-off work: the first batch's memory profiling and the time ``torch.compile``
+spent compiling, reported beside it as ``compile_s`` (CUDA graphs' recording is not compiling and stays in). A
+resumed fit adds its span and compile time, as it adds its ``fit_time_s``. The device is synchronised only at the
+span's ends and once an epoch, never within a step.
 
 And the settings that decide a run's speed, so that a reader knows what ran: ``precision`` (the trainer's,
 ``32-true``, ``bf16-mixed``, ...), ``float32_matmul_precision`` (torch's, as the first training batch found it),
@@ -42,40 +31,22 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from fmnist_lightning.lightning_private import tensorboard_file_writer
-from fmnist_lightning.observe.evaluation import tensorboard_logger
 from fmnist_lightning.observe.figures import CURVES, save_learning_curves
+from fmnist_lightning.observe.hparams import log_hparams_with_results
 from fmnist_lightning.observe.measures import (
     MB,
+    SPEED_SETTINGS,
     activation_peak_mb,
     compile_seconds,
     inference_latency_ms,
     peak_rss_mb,
+    speed_settings,
     synchronize,
 )
 from fmnist_lightning.observe.record import METRICS_FILE, read_run_metrics, write_json_atomically
 from fmnist_lightning.training.module import FashionMNISTClassifier, count_params
 from fmnist_lightning.training.multi_step import training_batches
-
-HPARAM_RESULTS = ("best_val_acc", "final_val_acc", "test_acc", "fit_time_s", "peak_rss_mb")
-# the model's speed settings the record keeps, with their values where a model has no such hyperparameter
-MODEL_SETTINGS = {"channels_last": False, "compile": False, "compile_mode": None, "steps_per_execution": 1}
-SETTINGS = ("precision", "float32_matmul_precision", "data_on_device", *MODEL_SETTINGS)
-
-
-def speed_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-    """The run's settings that decide its speed, as ``metrics.json`` records them (but the matmul precision, which
-    the first training batch reads: the model's ``setup`` may set it)."""
-    datamodule = trainer.datamodule
-    data_hparams = getattr(datamodule, "hparams", None) or {}
-    model_hparams = getattr(pl_module, "hparams", None) or {}
-    return {
-        "precision": str(trainer.precision),
-        "data_on_device": bool(data_hparams.get("on_device", False)),
-        **{name: model_hparams.get(name, default) for name, default in MODEL_SETTINGS.items()},
-    }
 
 
 class RunMetrics(L.Callback):
@@ -301,7 +272,7 @@ class RunMetrics(L.Callback):
         numbers = {
             f"run/{key}": float(value)
             for key, value in self.metrics.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in SETTINGS
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in SPEED_SETTINGS
         }
         for logger in trainer.loggers:
             logger.log_metrics(numbers, step=trainer.global_step)
@@ -322,28 +293,3 @@ class RunMetrics(L.Callback):
         write_json_atomically(path, metrics)
         self.record = path
         log_hparams_with_results(trainer, pl_module, metrics, declare=not fitted)
-
-
-def log_hparams_with_results(
-    trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, Any], declare: bool = True
-) -> None:
-    """The run's hyperparameters (model and data) with its results, for TensorBoard's HPARAMS tab.
-
-    Lightning's ``log_hyperparams`` declares only the results it is given, and TensorBoard keeps the first
-    declaration in a run folder; the test accuracy comes later, usually from another process. So every result is
-    declared at once when ``fit`` ends and each is logged as an ``hp/`` scalar whenever it is known.
-    """
-    logger = tensorboard_logger(trainer)
-    if logger is None:
-        return
-    logger.log_metrics(
-        {f"hp/{key}": float(metrics[key]) for key in HPARAM_RESULTS if key in metrics}, trainer.global_step
-    )
-    if not declare:
-        return
-    params = {**pl_module.hparams, **(trainer.datamodule.hparams if trainer.datamodule is not None else {})}
-    params = {key: v if isinstance(v, (bool, int, float, str)) else str(v) for key, v in params.items()}
-    params["model"] = type(pl_module).__name__
-    writer = tensorboard_file_writer(logger)
-    for summary in hparams_summary(params, {f"hp/{key}": 0.0 for key in HPARAM_RESULTS}):
-        writer.add_summary(summary)

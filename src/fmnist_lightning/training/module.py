@@ -9,7 +9,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -20,10 +19,10 @@ from fmnist_lightning.fashion_mnist import CLASS_NAMES, MEAN, NUM_CLASSES, STD
 from fmnist_lightning.lightning_private import should_update_logs
 from fmnist_lightning.observe.evaluation import TestSamples, log_confusion_matrix
 from fmnist_lightning.training import multi_step
+from fmnist_lightning.training.precision import use_float32_matmul_precision
 from fmnist_lightning.training.prediction import Prediction, predict_images
 
 STAGES = ("train", "val", "test")
-MATMUL_PRECISIONS = {"highest": "in float32", "high": "on TF32 tensor cores", "medium": "on bfloat16 tensor cores"}
 
 
 def count_params(module: nn.Module) -> int:
@@ -150,15 +149,7 @@ class FashionMNISTClassifier(L.LightningModule):
 
     def use_float32_matmul_precision(self, device: torch.device) -> None:
         """Sets ``float32_matmul_precision`` for a CUDA ``device`` (see the class's Args); says so once."""
-        precision = self.hparams.get("float32_matmul_precision", "high")
-        if device.type != "cuda" or torch.get_float32_matmul_precision() == precision:
-            return
-        torch.set_float32_matmul_precision(precision)
-        convolutions = "TF32" if torch.backends.cudnn.allow_tf32 else "float32"
-        rank_zero_info(
-            f"float32 on {torch.cuda.get_device_name(device)}: matmuls {MATMUL_PRECISIONS[precision]} "
-            f"(--model.init_args.float32_matmul_precision {precision}), convolutions {convolutions}"
-        )
+        use_float32_matmul_precision(self.hparams.get("float32_matmul_precision", "high"), device)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """What happens to the [0, 1] pixels before the network: the standardisation, if the model has one."""
