@@ -66,7 +66,8 @@ PEAK_TFLOPS = {
 NO_AUGMENTATION = ["--data.augment", "false", "--data.crop_padding", "0", "--data.hflip", "false"]
 NO_AUGMENTATION += ["--data.erasing", "0", "--data.mixup_alpha", "0", "--data.cutmix_alpha", "0"]
 # what a way ran with, kept in the results beside its figures (the fits' from their metrics.json)
-SETTINGS = ("device", "precision", "float32_matmul_precision", "data_on_device", "compile_s", "training_span_s")
+SETTINGS = ("device", "precision", "float32_matmul_precision", "data_on_device", "channels_last", "compile")
+SETTINGS += ("compile_mode", "steps_per_execution", "compile_s", "training_span_s")
 
 
 def overlay(config: str) -> Path:
@@ -82,6 +83,9 @@ def config_args(config: str, way: str, options: argparse.Namespace) -> list[str]
     else:  # fit_gpu, and the bare loop built from its arguments
         args += ["--config", str(overlay(config))]
         args += ["--trainer.accelerator", "cpu"] if options.accelerator == "cpu" else []
+        for setting in options.set:  # a variant of the GPU defaults: compile, channels-last, ...
+            key, _, value = setting.partition("=")
+            args += [f"--{key}", value]
     return [*args, "--data.data_dir", options.data_dir, *NO_AUGMENTATION]
 
 
@@ -324,6 +328,14 @@ def main() -> None:
         help="training images per epoch (≤ 60,000; at most the recipe's training split)",
     )
     parser.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s (default: a table by GPU name)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a CLI setting added to fit_gpu and the bare loop, to measure a variant of the GPU defaults, e.g. "
+        "model.init_args.compile=true (repeatable; write such a run to its own --out)",
+    )
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "fashion-mnist"))
     parser.add_argument(
         "--out",
@@ -332,6 +344,8 @@ def main() -> None:
     )
     options = parser.parse_args()
     options.images = images_per_model(options.images, parser, CONFIGS)
+    if any("=" not in setting or setting.startswith("-") for setting in options.set):
+        parser.error(f"--set takes KEY=VALUE without leading dashes, e.g. model.init_args.compile=true: {options.set}")
     if options.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch is warm-up")
     import lightning  # noqa: F401  (sets its loggers' levels as it is imported)

@@ -183,6 +183,7 @@ def test_gpu_throughput_measures_three_ways_on_the_cpu(rerun_data: Path, tmp_pat
     process, their ratios, and the FLOPs of a training step; no peak on a CPU."""
     out = tmp_path / "gpu_throughput.json"
     options = ["--accelerator", "cpu", "--configs", "lenet", "--epochs", "2", "--repeats", "1", "--images", "1024"]
+    options += ["--set", "model.init_args.channels_last=false"]  # a variant of the GPU defaults (lenet.yaml: true)
     done = subprocess.run(
         [
             sys.executable,
@@ -218,6 +219,7 @@ def test_gpu_throughput_measures_three_ways_on_the_cpu(rerun_data: Path, tmp_pat
     settings = record["settings"]["lenet"]
     assert settings["fit_gpu"]["data_on_device"] is True and settings["fit_today"]["data_on_device"] is False
     assert settings["fit_today"]["float32_matmul_precision"] == "highest"
+    assert settings["fit_gpu"]["channels_last"] is False and settings["fit_today"]["channels_last"] is True
     assert "| config | batch | precision | fit_gpu images/s | fit_today images/s | bare images/s |" in done.stdout
     assert re.search(r"lenet +fit_gpu >= 0\.9x bare +(met|not met)", done.stdout)
 
