@@ -2,8 +2,9 @@
 # One prepared GPU session (issue 29's order): the `gpu` tests, the throughput benchmark, time to accuracy with one
 # seed. Run from the project root on the GPU machine, with the kit beside it (../shared/gpu/smoke.sh's header says
 # how to make .gpu-kit/: its wheels and the data):
-#   bash benchmarks/gpu_session.sh [STAGE ...]     STAGE: tests throughput tta93 tta94 (default: all four)
-# Each stage has its own time limit (seconds; env TESTS_S, THROUGHPUT_S, TTA_S) so that one slow stage leaves the
+#   bash benchmarks/gpu_session.sh [STAGE ...]     STAGE: tests throughput tta93 tta94 (the default, in this order),
+#                                                  compiled (throughput with torch.compile and CUDA graphs)
+# Each stage has its own time limit (seconds; env TESTS_S, THROUGHPUT_S, TTA_S, TTA94_S) so that one slow stage leaves the
 # others their time. The benchmarks write benchmarks/results/*_cuda-*.json as they do anywhere; those files and each
 # stage's log are copied to $OUT (default a temporary folder), which the device tool brings back.
 set -u
@@ -22,13 +23,16 @@ for stage in "${stages[@]}"; do
     tests) timeout "${TESTS_S:-240}" python3 -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider ;;
     throughput) timeout "${THROUGHPUT_S:-300}" python3 benchmarks/gpu_throughput.py --data-dir "$DATA" \
         --epochs 2 --repeats 1 --images 30000 ;;
+    compiled) timeout "${THROUGHPUT_S:-300}" python3 benchmarks/gpu_throughput.py --data-dir "$DATA" \
+        --epochs 2 --repeats 1 --images 30000 --set model.init_args.compile=true \
+        --set model.init_args.compile_mode=reduce-overhead --out "$OUT/gpu_throughput_compiled.json" ;;
     tta93) timeout "${TTA_S:-120}" python3 benchmarks/time_to_accuracy.py --config configs/fast93.yaml \
         --overlay configs/gpu_bf16.yaml --target 0.93 --ckpt last --seeds 1 --data-dir "$DATA" \
         --logs "$T/tta93" ;;
-    tta94) timeout "${TTA_S:-120}" python3 benchmarks/time_to_accuracy.py --config configs/best.yaml \
+    tta94) timeout "${TTA94_S:-300}" python3 benchmarks/time_to_accuracy.py --config configs/best.yaml \
         --overlay configs/gpu_bf16.yaml --target 0.94 --ckpt best --seeds 1 --data-dir "$DATA" \
         --logs "$T/tta94" ;;
-    *) echo "unknown stage $stage (tests throughput tta93 tta94)"; exit 2 ;;
+    *) echo "unknown stage $stage (tests throughput tta93 tta94 compiled)"; exit 2 ;;
   esac > "$OUT/$stage.log" 2>&1
   echo "== $stage exit $?, $(( $(date +%s) - start )) s"; tail -25 "$OUT/$stage.log"
   cp benchmarks/results/*_cuda-*.json "$OUT"/ 2>/dev/null
