@@ -15,7 +15,7 @@ if ! python3 -c "import jsonargparse" 2>/dev/null; then  # the GPU image has tor
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$T/site" "$KIT"/wheels/*.whl || exit 1
   export PYTHONPATH=$PYTHONPATH:$T/site
 fi
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA GPU')"
 stages=("$@"); [ ${#stages[@]} -gt 0 ] || stages=(tests throughput tta93 tta94)
 for stage in "${stages[@]}"; do
   start=$(date +%s)
