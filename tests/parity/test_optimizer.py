@@ -9,6 +9,15 @@ import torch
 
 from fmnist_lightning.training import KerasAdam
 
+# KerasAdam against Keras's Adam, max abs weight difference (64×32 weights ~ N(0, 1), max |w| 3.9, where a float32
+# ulp is 2.4e-7), measured here (Keras 3, torch backend, CPU): 1.19e-7 after 1 step and 2.38e-7 after 5 with ordinary
+# gradients, 1.19e-7 and 4.77e-7 with gradients × 1e-6: one or two ulps of a weight. 1e-6 is 2.1× the largest of
+# them and 8.4× the one-step figures. One wrong hyperparameter puts rows above it (measured, largest row: β₁ 0.8
+# 3.8e-4, 5 steps (one step does not depend on β₁); β₂ 0.99 1.3e-3; ε 1e-8 2.5e-3, both with small gradients; lr × 1.01
+# 5.0e-5, 5 steps; the smallest failing row is β₂ 0.99's 7.9e-6, ordinary gradients, 1 step): see
+# test_each_wrong_hyperparameter_fails.
+KERAS_ADAM_TOLERANCE = 1e-6
+
 
 def run_keras(initial: np.ndarray, grads: list[np.ndarray], **kwargs) -> np.ndarray:
     variable = keras.Variable(initial)
@@ -27,22 +36,45 @@ def run_torch(optimizer_class: type, initial: np.ndarray, grads: list[np.ndarray
     return param.detach().numpy()
 
 
-@pytest.mark.parametrize("grad_scale", [1.0, 1e-6], ids=["ordinary", "near-zero"])
-def test_keras_adam_matches_keras_where_torch_adam_does_not(parity, grad_scale):
+def weights_and_gradients(grad_scale: float) -> tuple[np.ndarray, list[np.ndarray]]:
     rng = np.random.default_rng(0)
     initial = rng.normal(size=(64, 32)).astype(np.float32)
-    grads = [(rng.normal(size=(64, 32)) * grad_scale).astype(np.float32) for _ in range(5)]
+    return initial, [(rng.normal(size=(64, 32)) * grad_scale).astype(np.float32) for _ in range(5)]
+
+
+@pytest.mark.parametrize("grad_scale", [1.0, 1e-6], ids=["ordinary", "near-zero"])
+def test_keras_adam_matches_keras_where_torch_adam_does_not(parity, grad_scale):
+    initial, grads = weights_and_gradients(grad_scale)
     keras_after = [run_keras(initial, grads[:n], learning_rate=1e-3, epsilon=1e-7) for n in (1, 5)]
     ours = [run_torch(KerasAdam, initial, grads[:n], lr=1e-3, eps=1e-7) for n in (1, 5)]
     torchs = [run_torch(torch.optim.Adam, initial, grads[:n], lr=1e-3, eps=1e-7) for n in (1, 5)]
     gradients = f"gradients × {grad_scale:g}"
     for steps, keras_result, our_result, torch_result in zip((1, 5), keras_after, ours, torchs, strict=True):
         difference = np.abs(keras_result - our_result).max()
-        parity("all models", f"KerasAdam vs keras Adam, same {gradients}, {steps} step(s)", difference, 1e-6)
+        check = f"KerasAdam vs keras Adam, same {gradients}, {steps} step(s)"
+        parity("all models", check, difference, KERAS_ADAM_TOLERANCE)
         difference = np.abs(keras_result - torch_result).max()
         parity("all models", f"torch.optim.Adam vs keras Adam, same {gradients}, {steps} step(s)", difference, None)
     if grad_scale < 1:  # where ε matters, torch's placement of it is visibly different
         assert np.abs(keras_after[0] - torchs[0]).max() > 1e-5
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [{"betas": (0.8, 0.999)}, {"betas": (0.9, 0.99)}, {"eps": 1e-8}, {"lr": 1.01e-3}],
+    ids=["beta1 0.8", "beta2 0.99", "eps 1e-8", "lr x1.01"],
+)
+def test_each_wrong_hyperparameter_fails(wrong):
+    """Negative control: KerasAdam with one hyperparameter off is far outside KERAS_ADAM_TOLERANCE in its worst row
+    (measured: 50× for lr × 1.01, 380× to 2500× for the others)."""
+    worst = 0.0
+    for grad_scale in (1.0, 1e-6):
+        initial, grads = weights_and_gradients(grad_scale)
+        for steps in (1, 5):
+            keras_result = run_keras(initial, grads[:steps], learning_rate=1e-3, epsilon=1e-7)
+            ours = run_torch(KerasAdam, initial, grads[:steps], **{"lr": 1e-3, "eps": 1e-7, **wrong})
+            worst = max(worst, np.abs(keras_result - ours).max())
+    assert worst > 10 * KERAS_ADAM_TOLERANCE, f"{wrong}: only {worst:.3g} from Keras's Adam"
 
 
 def test_keras_adam_state_survives_a_checkpoint():
