@@ -164,12 +164,14 @@ def test_training_batches_are_augmented_with_one_draw_per_image(tmp_path, make_d
     assert all(torch.equal(batch, dm.test_set.__getitems__(range(40))[0]) for batch in seen.val)
 
 
-def test_augmentation_fills_with_black_after_standardisation(tmp_path, make_datamodule):
+def test_augmentation_fills_with_the_nearest_edge_pixel_before_standardisation(tmp_path, make_datamodule):
+    """ImageDataGenerator's fill_mode 'nearest' on [0, 1] pixels: a uniform image, black or grey, stays uniform."""
     write_dataset(tmp_path / "d")
     dm = make_datamodule(tmp_path / "d", augment=True)
-    black = torch.zeros(16, 1, 28, 28)
-    standardised = LeNet5(standardize=True).preprocess(dm.augmentation(black))
-    torch.testing.assert_close(standardised, torch.full_like(black, -MEAN / STD))
+    for grey in (0.0, 0.6):
+        uniform = torch.full((16, 1, 28, 28), grey)
+        standardised = LeNet5(standardize=True).preprocess(dm.augmentation(uniform))
+        torch.testing.assert_close(standardised, torch.full_like(uniform, (grey - MEAN) / STD))
 
 
 def test_download_is_used_only_when_files_are_missing(tmp_path, monkeypatch, make_datamodule):

@@ -45,51 +45,95 @@ def affine_warp(
     return F.grid_sample(images - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
 
-class RandomAffine(nn.Module):
-    """torchvision's ``RandomAffine(degrees, translate, scale)`` with its parameters drawn per image.
+def image_data_generator_warp(
+    images: torch.Tensor,
+    theta: torch.Tensor,
+    tx: torch.Tensor,
+    ty: torch.Tensor,
+    zx: torch.Tensor,
+    zy: torch.Tensor,
+) -> torch.Tensor:
+    """Keras's ``apply_affine_transform(x, theta, tx, ty, zx=zx, zy=zy)`` (shear 0, ``order=1``, fill_mode
+    'nearest', as ``ImageDataGenerator.apply_transform`` calls it) for N×C×H×W floats, its parameters N each.
 
-    Shifts are drawn continuously, as Keras's ``ImageDataGenerator`` does (torchvision rounds them to whole pixels).
+    Keras composes, in pixel coordinates (x: column, y: row), the map from each output pixel to the input point that
+    scipy's ``affine_transform`` samples: in = c + R(theta)·(t + Z·(out − c)) with R(θ) = [[cos θ, −sin θ], [sin θ,
+    cos θ]], t = (tx, ty) (so ``tx`` moves the image by −tx along x) and Z = diag(zx, zy) (so zoom z > 1 shrinks the
+    image by 1/z), about its centre c = (h/2 − 0.5, w/2 − 0.5) — h for x, as Keras writes it: the pixel centre of a
+    square image. ``affine_grid`` (``align_corners=False``) wants the same map in coordinates normalised to [−1, 1]:
+    pixel p = (w/2 − 0.5, h/2 − 0.5) + D·u with D = diag(w/2, h/2). Bilinear sampling with ``padding_mode='border'``
+    clamps points outside to the edge, which is scipy's ``order=1`` with mode 'nearest' (the edge pixel repeated).
+    """
+    _, _, height, width = images.shape
+    radians = torch.deg2rad(theta.to(images.dtype))
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    zx, zy, tx, ty = (value.to(images.dtype) for value in (zx, zy, tx, ty))
+    # R·Z conjugated by D; the offset D⁻¹·(R·t + (I − R·Z)·(δ, −δ)), where (δ, −δ) with δ = (h − w)/2 is Keras's
+    # centre less affine_grid's (zero for square images). Python scalars only: no host-to-device copy, no sync.
+    gap = (height - width) / 2
+    x_offset = cos * tx - sin * ty + gap * (1 - cos * zx - sin * zy)
+    y_offset = sin * tx + cos * ty - gap * (sin * zx + 1 - cos * zy)
+    theta_grid = torch.stack(
+        [
+            torch.stack([cos * zx, -sin * zy * (height / width), x_offset * (2 / width)], dim=1),
+            torch.stack([sin * zx * (width / height), cos * zy, y_offset * (2 / height)], dim=1),
+        ],
+        dim=1,
+    )
+    grid = F.affine_grid(theta_grid, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class ImageDataGeneratorAffine(nn.Module):
+    """``ImageDataGenerator(rotation_range, width_shift_range, height_shift_range, zoom_range)``'s random affine
+    warp, its parameters drawn per image as ``get_random_transform`` draws them, warped as ``apply_transform`` does.
+
+    Per image: theta ~ U(±rotation_range) degrees; tx ~ U(±height_shift_range)·h and ty ~ U(±width_shift_range)·w
+    pixels, continuous (Keras draws ``tx`` from the height range and applies it along x: the same for a square image
+    and equal ranges); zx, zy ~ U(1 − zoom_range, 1 + zoom_range) independently. The fill is 'nearest' (Keras's
+    default): the edge pixel repeated, on [0, 1] pixels before any standardisation.
     """
 
     def __init__(
         self,
-        degrees: float = 10.0,
-        translate: float = 0.1,
-        scale: tuple[float, float] = (0.9, 1.1),
-        fill: float = 0.0,
+        rotation_range: float = 10.0,
+        width_shift_range: float = 0.1,
+        height_shift_range: float = 0.1,
+        zoom_range: float = 0.1,
     ) -> None:
         super().__init__()
-        if degrees < 0 or translate < 0 or not 0 < scale[0] <= scale[1]:
+        if min(rotation_range, width_shift_range, height_shift_range) < 0 or not 0 <= zoom_range < 1:
             raise ValueError(
-                f"RandomAffine needs degrees ≥ 0, translate ≥ 0 and 0 < scale[0] ≤ scale[1], "
-                f"got {degrees}, {translate}, {scale}"
+                "ImageDataGeneratorAffine needs ranges ≥ 0 and a zoom range in [0, 1), got "
+                f"{rotation_range}, {width_shift_range}, {height_shift_range}, {zoom_range}"
             )
-        self.degrees, self.translate, self.scale, self.fill = degrees, translate, scale, fill
+        self.rotation_range, self.zoom_range = rotation_range, zoom_range
+        self.width_shift_range, self.height_shift_range = width_shift_range, height_shift_range
 
-    def draw(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per image: angle (degrees), shift (x, y pixels) and scale, uniform in the ranges."""
+    def draw(self, images: torch.Tensor) -> torch.Tensor:
+        """Per image, Keras's parameters theta (degrees), tx, ty (pixels), zx, zy: N×5, uniform in the ranges."""
         count, (height, width) = len(images), images.shape[-2:]
-        uniform = torch.rand(count, 4, device=images.device, dtype=images.dtype) * 2 - 1  # U(−1, 1)
-        angle = uniform[:, 0] * self.degrees
-        translate = uniform[:, 1:3] * self.translate * torch.tensor([width, height], device=images.device)
-        low, high = self.scale
-        scale = (uniform[:, 3] + 1) / 2 * (high - low) + low
-        return angle, translate, scale
+        uniform = torch.rand(count, 5, device=images.device, dtype=images.dtype) * 2 - 1  # U(−1, 1)
+        theta, tx, ty, zx, zy = uniform.unbind(1)
+        tx, ty = tx * (self.height_shift_range * height), ty * (self.width_shift_range * width)  # Keras's axes
+        zx, zy = 1 + zx * self.zoom_range, 1 + zy * self.zoom_range
+        return torch.stack([theta * self.rotation_range, tx, ty, zx, zy], dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return affine_warp(images, *self.draw(images), fill=self.fill)
+        return image_data_generator_warp(images, *self.draw(images).unbind(1))
 
     def extra_repr(self) -> str:
-        return f"degrees={self.degrees}, translate={self.translate}, scale={self.scale}, fill={self.fill}"
+        return (
+            f"rotation_range={self.rotation_range}, width_shift_range={self.width_shift_range}, "
+            f"height_shift_range={self.height_shift_range}, zoom_range={self.zoom_range}"
+        )
 
 
-def study_augmentation(fill: float = 0.0) -> RandomAffine:
-    """The study's ImageDataGenerator ranges: rotation ±10°, shifts ±10 %, zoom 0.9–1.1.
-
-    Keras zooms x and y independently and fills with the nearest edge pixel; this zooms both axes alike and fills
-    with black, which is Fashion-MNIST's border colour anyway (tests/parity/test_augmentation_parity.py).
-    """
-    return RandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1), fill=fill)
+def study_augmentation() -> ImageDataGeneratorAffine:
+    """The study's ``ImageDataGenerator(rotation_range=10, width_shift_range=0.1, height_shift_range=0.1,
+    zoom_range=0.1)``: rotation ±10°, shifts ±10 % of the size, zoom 0.9–1.1 per axis, the nearest edge pixel as fill
+    (tests/parity/test_augmentation_parity.py)."""
+    return ImageDataGeneratorAffine(rotation_range=10, width_shift_range=0.1, height_shift_range=0.1, zoom_range=0.1)
 
 
 class RandomCrop(nn.Module):
@@ -158,7 +202,8 @@ def build_augmentation(
     crop_padding: int, hflip: bool, affine: bool, erasing: float
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The training augmentation, in the usual order: crop, flip, the study's affine warp, then erasing; what the
-    crop and the warp bring in from outside the image is black (0), Fashion-MNIST's background."""
+    crop brings in from outside the image is black (0), Fashion-MNIST's background, what the warp brings in is the
+    nearest edge pixel, as Keras's ``ImageDataGenerator`` fills."""
     steps = [
         RandomCrop(crop_padding) if crop_padding else None,
         RandomHorizontalFlip() if hflip else None,
