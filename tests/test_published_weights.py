@@ -25,9 +25,9 @@ WEIGHTS = sorted((REPO / "weights").glob("*.ckpt"))
 STUDY_CONFIGS = ("lenet", "brownlee", "custom_cnn", "seed_efficientnet")
 STUDY_WEIGHTS = [path for path in WEIGHTS if path.stem.removesuffix("_plus") in STUDY_CONFIGS]
 TEST_SET_SIZE = 10_000
-# Fashion-MNIST's training-pixel mean and std (of x / 255) as the project publishes them (the models' ``standardize``
-# option, README): written out here, not imported from fmnist_lightning.fashion_mnist, so that a change to the
-# package's constants shows up as a miss against the cards rather than moving both sides at once.
+# Fashion-MNIST's training-pixel mean and std (of x / 255) as the project publishes them (docs/data.md, the models'
+# ``standardize`` option): written out here, not imported from fmnist_lightning.fashion_mnist, so that a change to
+# the package's constants shows up as a miss against the cards rather than moving both sides at once.
 PUBLISHED_MEAN, PUBLISHED_STD = 0.2860, 0.3530
 
 
