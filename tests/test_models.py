@@ -153,6 +153,36 @@ def test_initializers_are_the_studys_keras_ones(model_class):
 def test_batchnorm_uses_keras_epsilon_and_momentum(model_class):
     norms = [m for m in model_class().modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert norms and all(m.eps == 1e-3 and m.momentum == 0.01 for m in norms)
+    assert all(m.running_var_update == "torch" for m in norms)  # the default: as the model trained before the option
+    keras_norms = [m for m in model_class(bn_running_var="keras").modules() if hasattr(m, "running_var_update")]
+    assert len(keras_norms) == len(norms) and all(m.running_var_update == "keras" for m in keras_norms)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc", "features"])
+@pytest.mark.parametrize("momentum", [0.01, None], ids=["momentum", "cumulative"])
+def test_keras_running_variance_is_the_biased_batch_variance(layout, momentum):
+    """With "keras" running_var moves toward the batch's biased variance, with "torch" toward the unbiased one, in
+    every layout and in update_bn's cumulative mode; the outputs and gradients are torch's own either way."""
+    torch.manual_seed(0)
+    shape = (16, 8) if layout == "features" else (16, 8, 5, 5)
+    x = (torch.randn(shape) * 2 + 1).requires_grad_()
+    if layout == "nhwc":
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    dims = (0,) if layout == "features" else (0, 2, 3)
+    count, var = x.numel() // 8, x.detach().double().var(dims, correction=0)
+    results = {}
+    for form in ("keras", "torch"):
+        norm = BatchNorm(8, dims=1 if layout == "features" else 2, running_var_update=form)
+        norm.momentum = momentum
+        output = norm(x)
+        (grad,) = torch.autograd.grad(output, x, torch.ones_like(output).cumsum(0))
+        expected = var if form == "keras" else var * count / (count - 1)
+        expected = 0.99 + 0.01 * expected if momentum else expected  # cumulative: the first batch's own
+        torch.testing.assert_close(norm.running_var.double(), expected, atol=1e-9, rtol=1e-6)
+        results[form] = output, grad, norm.running_mean
+    torch.testing.assert_close(results["keras"], results["torch"], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="'keras' or 'torch'"):
+        BatchNorm(8, running_var_update="Keras")
 
 
 def test_seed_efficientnet_pads_like_keras_same():
