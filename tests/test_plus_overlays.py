@@ -55,6 +55,7 @@ def test_the_overlays_give_each_study_model_its_old_plus_recipe(model, tmp_path)
     init = config.model.init_args
     assert {key: init[key] for key in options} == options
     assert (init.standardize, init.tta_flip, init.warmup, init.scheduler_interval) == (True, True, 1, "epoch")
+    assert init.bn_running_var == "torch"  # as the _plus weights trained, where the study configs set Keras's
     assert init.steps_per_execution == 1  # reset from the study's 8 or 16, as the old plus recipes trained
     assert init.optimizer.class_path == "torch.optim.AdamW"
     optimizer = dict(init.optimizer.init_args)

@@ -17,6 +17,7 @@ from fmnist_lightning.data.images import ImageSource, Invert
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.fashion_mnist import CLASS_NAMES, MEAN, NUM_CLASSES, STD
 from fmnist_lightning.lightning_private import should_update_logs
+from fmnist_lightning.networks.keras_layers import KerasRunningVar, RunningVarUpdate
 from fmnist_lightning.observe.evaluation import TestSamples, log_confusion_matrix
 from fmnist_lightning.training import multi_step
 from fmnist_lightning.training.precision import use_float32_matmul_precision
@@ -57,15 +58,16 @@ class FashionMNISTClassifier(L.LightningModule):
         channels_last: Train in channels-last memory (NHWC), faster for the convolutions on CPU and GPU. The
             study's batch norm keeps exact batch statistics in that layout (``ExactBatchNorm2d``), and so Keras
             parity.
+        bn_running_var: How training updates the running variance of the network's Keras-style BatchNorms, which
+            evaluation uses: "keras", the batch's biased variance (÷ n) as Keras's BatchNormalization (the study
+            configs set it); "torch", the unbiased one (÷ (n − 1)), as torch and this project's own recipes (the
+            default: checkpoints evaluate the same under either). No effect on a network without them.
         compile: ``torch.compile`` the network (``nn.Module.compile``: checkpoints keep their keys).
-        compile_mode: torch.compile's ``mode`` with ``compile``: ``reduce-overhead`` replays each training and
-            evaluation step's kernels as CUDA graphs (one launch instead of one per kernel, which bounds small
-            batches on a GPU), ``max-autotune`` adds kernel autotuning; None is torch's default.
+        compile_mode: torch.compile's ``mode`` with ``compile``: ``reduce-overhead`` replays each step's kernels as
+            CUDA graphs (one launch instead of one per kernel), ``max-autotune`` autotunes; None: torch's default.
         float32_matmul_precision: What float32 matrix multiplications may use on a CUDA GPU
-            (``torch.set_float32_matmul_precision``): ``high`` (TF32 tensor cores, as torch already lets cuDNN's
-            convolutions do), ``medium`` (bfloat16 passes) or ``highest`` (true float32). Applied when the trainer's
-            device is a CUDA GPU and logged once; a CPU run is left as it is, so CPU results and parity keep
-            true float32.
+            (``torch.set_float32_matmul_precision``): ``high`` (TF32 tensor cores, as cuDNN's convolutions already
+            do), ``medium`` (bfloat16) or ``highest`` (float32); CPU runs keep float32 (``training/precision.py``).
         tta_flip: Test-time augmentation in ``test`` and ``predict``: the mean of the class probabilities of each
             image and its mirror image.
         steps_per_execution: Optimizer steps per Lightning training step (Keras's ``steps_per_execution``,
@@ -92,6 +94,7 @@ class FashionMNISTClassifier(L.LightningModule):
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         warmup: int = 0,
         channels_last: bool = False,
+        bn_running_var: RunningVarUpdate = "torch",
         compile: bool = False,
         compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None,
         float32_matmul_precision: Literal["highest", "high", "medium"] = "high",
@@ -112,6 +115,9 @@ class FashionMNISTClassifier(L.LightningModule):
         self.automatic_optimization = steps_per_execution == 1
         self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
         self.net = net
+        for layer in net.modules():  # the Keras-style BatchNorms (networks/keras_layers.py)
+            if isinstance(layer, KerasRunningVar):
+                layer.running_var_update = bn_running_var
         self.standardize = standardize
         # on the model's device with it (non-persistent: checkpoints keep only net.* weights), so standardising makes
         # no host-to-device copy per batch; shaped 1×1×1×1 as torchvision's normalize shapes its mean and std
