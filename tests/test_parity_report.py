@@ -3,8 +3,6 @@ and those files have not changed since. Cheap: no Keras."""
 
 from __future__ import annotations
 
-import pytest
-
 from parity.report_digest import DIGEST_LINE, REPO, digest, recorded_digest, source_files
 
 REPORT = REPO / "docs" / "parity.md"
@@ -15,7 +13,6 @@ def test_digest_sources_exist_and_line_reads_back() -> None:
     assert recorded_digest(f"# title\n{DIGEST_LINE.format('ab12')}\ntext\n") == "ab12"
 
 
-@pytest.mark.xfail(strict=True, reason="docs/parity.md predates its digest: make parity-report")
 def test_parity_report_is_current() -> None:
     recorded = recorded_digest(REPORT.read_text(encoding="utf-8"))
     current = digest()

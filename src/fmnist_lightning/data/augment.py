@@ -24,9 +24,9 @@ def affine_warp(
 ) -> torch.Tensor:
     """Rotate by ``angle`` degrees, scale about the centre and shift by ``translate`` pixels (x, y), one per image.
 
-    The same geometry as torchvision's ``v2.functional.affine(image, angle, translate, scale, shear=0)`` with
-    bilinear interpolation, for N×C×H×W floats; ``angle``, ``scale``: N, ``translate``: N×2. Pixels from outside
-    the image take the value ``fill``.
+    Parameterised as torchvision's ``v2.functional.affine(image, angle, translate, scale, shear=0)``, bilinear,
+    for N×C×H×W floats; ``angle``, ``scale``: N, ``translate``: N×2. Pixels from outside the image take the value
+    ``fill``. Used for the random crop's whole-pixel shifts (the study's warp is ``image_data_generator_warp``).
     """
     _, _, height, width = images.shape
     radians = torch.deg2rad(angle.to(images.dtype))
