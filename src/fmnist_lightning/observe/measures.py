@@ -87,6 +87,19 @@ def inference_latency_ms(model: torch.nn.Module, batch_size: int, budget_s: floa
     return statistics.median(times) * 1000
 
 
+def device_name(device: torch.device) -> str:
+    """What the run trained on, in words, for model cards: the GPU's name, or the CPU's (``platform.processor()`` is
+    empty on Linux, so the kernel's model name line is read)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0]} ({torch.get_num_threads()} threads)" if names else device.type
+
+
 def speed_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
     """The run's settings that decide its speed, as ``metrics.json`` records them (but the matmul precision, which
     the first training batch reads: the model's ``setup`` may set it)."""
