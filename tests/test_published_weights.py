@@ -126,7 +126,13 @@ def test_published_weights_score_their_cards_test_accuracy(raw_test_set, path):
 
 def publish_options(checkpoint: Path, data: Path, out_dir: Path) -> argparse.Namespace:
     return argparse.Namespace(
-        checkpoint=checkpoint, name="tiny", config="configs/lenet.yaml", data_dir=data, title=None, out_dir=out_dir
+        checkpoint=checkpoint,
+        name="tiny",
+        config="configs/lenet.yaml",
+        data_dir=data,
+        title=None,
+        out_dir=out_dir,
+        seed_run=[],
     )
 
 
@@ -185,3 +191,60 @@ def test_publish_names_the_run_file_it_lacks(tiny_data, tmp_path, missing):
     with pytest.raises(UserInputError, match=f"{missing} is missing or unreadable"):
         publish(publish_options(checkpoint, tiny_data, tmp_path / "weights"))
     assert checkpoint.read_bytes() == b"never read" and not (tmp_path / "weights").exists()
+
+
+def test_publish_records_overlays_overrides_and_the_spread_over_seeds(tiny_data, tmp_path):
+    """A run sized on the command line (here 1 epoch where the configs say 20) is reproduced by its card's command;
+    other seeds' runs of the same recipe are each scored by an evaluator that is not publish's, and their mean and
+    sample std are the card's; a run of another recipe is refused as a seed, before anything is written."""
+    configs = ["configs/lenet.yaml", "configs/plus.yaml"]
+    quick = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--data.val_size", "0.2"]
+
+    def fit(seed: int, *extra: str) -> Path:
+        logs = tmp_path / f"logs_{seed}"
+        args = ["fit", *(arg for config in configs for arg in ("--config", str(REPO / config)))]
+        FashionMNISTCLI(
+            [
+                *args,
+                "--data.data_dir",
+                str(tiny_data),
+                "--seed_everything",
+                str(seed),
+                *quick,
+                *extra,
+                "--trainer.logger.init_args.save_dir",
+                str(logs),
+                "--trainer.enable_progress_bar",
+                "false",
+            ]
+        )
+        (best,) = logs.rglob("best.ckpt")
+        return best
+
+    runs = {seed: fit(seed) for seed in (1, 2, 3)}
+    other_recipe = fit(4, "--model.init_args.optimizer.init_args.lr", "0.5")
+    options = argparse.Namespace(
+        checkpoint=runs[1], name="tiny", config=configs, data_dir=tiny_data, title=None, out_dir=tmp_path / "weights"
+    )
+    with pytest.raises(UserInputError, match=r"different recipe .*optimizer\.init_args\.lr"):
+        publish(argparse.Namespace(**{**vars(options), "seed_run": [runs[2], other_recipe]}))
+    assert not (tmp_path / "weights" / "tiny.ckpt").exists()
+
+    card = publish(argparse.Namespace(**{**vars(options), "seed_run": [runs[2], runs[3]]}))
+    pixels = torch.from_numpy(read_idx(tiny_data / "t10k-images-idx3-ubyte.gz").copy()).unsqueeze(1).float() / 255
+    labels = torch.from_numpy(read_idx(tiny_data / "t10k-labels-idx1-ubyte.gz").astype("int64"))
+    expected = {seed: independent_correct_count(path, pixels, labels) / len(labels) for seed, path in runs.items()}
+    assert card["seed_test_accuracy"] == pytest.approx(expected, abs=1e-6)
+    values = list(expected.values())
+    mean = sum(values) / 3
+    assert card["seed_mean"] == pytest.approx(mean, abs=1e-6)
+    assert card["seed_std"] == pytest.approx((sum((v - mean) ** 2 for v in values) / 2) ** 0.5, abs=1e-6)
+    assert card["config"] == configs and card["precision"] == "32-true"
+    assert card["config_sha256"] == {config: sha256(REPO / config) for config in configs}
+    assert "--config configs/lenet.yaml --config configs/plus.yaml --seed_everything 1" in card["fit_command"]
+    assert (
+        " --trainer.max_epochs 1 " in card["fit_command"] and "--trainer.limit_train_batches 2 " in card["fit_command"]
+    )
+    assert "--data.val_size 0.2 " in card["fit_command"]  # a recipe setting of the command line
+    text = (tmp_path / "weights" / "tiny.md").read_text()
+    assert f"mean {100 * mean:.2f} %" in text and "`configs/lenet.yaml` + `configs/plus.yaml`" in text
