@@ -90,7 +90,8 @@ def card_text(card: dict[str, Any], title: str) -> str:
             "---",
             f"# {title}",
             "",
-            f"- **Test accuracy**: {accuracy:.2f} % on the official 10,000-image test set (measured from this file, on the CPU in float32).",
+            f"- **Test accuracy**: {accuracy:.2f} % on the official 10,000-image test set (measured from this file, "
+            "on the CPU in float32).",
             f"- **Model**: `{card['model']}`, {card['parameters']:,} parameters (Keras's count).",
             f"- **Training**: {' + '.join(f'`{config}`' for config in configs)}, seed {card['seed']}, "
             f"{card['epochs']} epochs, {card['fit_wall_time_s']:,.0f} s of fit (device: {card['trained_on']}"
