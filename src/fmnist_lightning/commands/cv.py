@@ -167,13 +167,7 @@ def _fit_fold(passthrough: list[str], fold: int, folds: int) -> tuple[FoldResult
     kfold = ["--data.validation", "kfold", "--data.num_folds", str(folds), "--data.fold", str(fold)]
     cli = _FoldCLI(["fit", *passthrough, *kfold])
     trainer = cli.trainer
-    if cli.last_validation.step == trainer.global_step and "val/acc" in trainer.callback_metrics:
-        accuracy, scored_by = trainer.callback_metrics["val/acc"].item(), "validation after the last training step"
-    else:
-        metrics = trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
-        if not metrics or "val/acc" not in metrics[0]:
-            raise UserInputError("no val/acc after validating the final model: is validation off (limit_val_batches)?")
-        accuracy, scored_by = metrics[0]["val/acc"], "extra validation of the final model after fit"
+    accuracy, scored_by = final_accuracy(cli)
     result = FoldResult(
         fold=fold,
         accuracy=100 * accuracy,
@@ -184,6 +178,18 @@ def _fit_fold(passthrough: list[str], fold: int, folds: int) -> tuple[FoldResult
         seconds=round(time.perf_counter() - start, 1),
     )
     return result, cli
+
+
+def final_accuracy(cli: _FoldCLI) -> tuple[float, str]:
+    """The validation accuracy (a fraction) of the model at the end of a fold's fit, and how it was obtained: the
+    fit's own validation when it ran after the last step, else one more validation (``sweep`` scores trials so)."""
+    trainer = cli.trainer
+    if cli.last_validation.step == trainer.global_step and "val/acc" in trainer.callback_metrics:
+        return trainer.callback_metrics["val/acc"].item(), "validation after the last training step"
+    metrics = trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+    if not metrics or "val/acc" not in metrics[0]:
+        raise UserInputError("no val/acc after validating the final model: is validation off (limit_val_batches)?")
+    return metrics[0]["val/acc"], "extra validation of the final model after fit"
 
 
 def _completed(results: list[FoldResult]) -> str:

@@ -25,6 +25,7 @@ PROJECT_COMMANDS = {
     "convert-keras": ("convert a trained Keras model of the study into a checkpoint", "convert_keras:convert_command"),
     "compare": ("compare runs side by side: reports/comparison.md, .csv, .png", "compare:compare_command"),
     "cv": ("k-fold cross-validation of a recipe on the study's folds: mean ± std, box plot", "cv:cv_command"),
+    "sweep": ("grid or search over config keys with Optuna, workers sharing one storage", "sweep:sweep_command"),
     "publish": ("publish a run's checkpoint into weights/ with a model card", "publish:publish_command"),
     "export": (
         "export a checkpoint as ONNX or TorchScript (probabilities from [0, 1] pixels)",

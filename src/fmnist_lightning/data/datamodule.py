@@ -29,8 +29,10 @@ class FashionMNISTDataModule(L.LightningDataModule):
         batch_size: Training batch size (evaluation uses ``eval_batch_size``).
         validation: ``split`` holds out ``val_size`` of train (seeded by ``split_seed``); ``test`` validates on the
             official test set (what the study's LeNet-5 and EfficientNet notebooks did); ``kfold`` validates on fold
-            ``fold`` of the study's ``KFold(num_folds, shuffle=True, random_state=split_seed)``.
+            ``fold`` of the study's ``KFold(num_folds, shuffle=kfold_shuffle, random_state=split_seed)``.
         val_size: Fraction (< 1) or number of training images held out with ``validation: split``.
+        kfold_shuffle: ``false`` cuts the folds in file order, as scikit-learn's ``KFold(num_folds)`` without shuffling
+            does: the folds of the study's grid search (``cv=3`` with one-hot targets).
         augment: The study's random affine augmentation on training images.
         crop_padding: Random crop of each training image after padding it by this many black pixels (0: off).
         hflip: Flip each training image horizontally with probability 0.5.
@@ -66,6 +68,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         num_folds: int = 5,
         fold: int = 0,
         split_seed: int = 1,
+        kfold_shuffle: bool = True,
         augment: bool = False,
         crop_padding: int = 0,
         hflip: bool = False,
@@ -146,7 +149,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
             self.val_set = self.test_set
         else:
             if hp.validation == "kfold":
-                folds = study_folds(len(train_labels), hp.num_folds, hp.split_seed)
+                folds = study_folds(len(train_labels), hp.num_folds, hp.split_seed, hp.kfold_shuffle)
                 val_index = torch.from_numpy(folds[hp.fold])
             else:
                 num_val = round(hp.val_size * len(train_labels)) if hp.val_size < 1 else int(hp.val_size)

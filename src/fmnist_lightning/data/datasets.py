@@ -90,11 +90,12 @@ def unpack_batch(batch: Any) -> Any:
     return batch
 
 
-def study_folds(num_samples: int, num_folds: int, seed: int) -> list[np.ndarray]:
-    """The validation indices of sklearn's ``KFold(num_folds, shuffle=True, random_state=seed)``.
+def study_folds(num_samples: int, num_folds: int, seed: int, shuffle: bool = True) -> list[np.ndarray]:
+    """The validation indices of sklearn's ``KFold(num_folds, shuffle=True, random_state=seed)``, or with ``shuffle``
+    off of ``KFold(num_folds)`` (contiguous folds in file order; ``seed`` unused).
 
-    Written out so the study's exact folds need no scikit-learn: a RandomState permutation cut into
-    ``num_folds`` chunks, the first ``num_samples % num_folds`` one longer.
+    Written out so the study's exact folds need no scikit-learn: a RandomState permutation (or the file order) cut
+    into ``num_folds`` chunks, the first ``num_samples % num_folds`` one longer.
     """
-    order = np.random.RandomState(seed).permutation(num_samples)
+    order = np.random.RandomState(seed).permutation(num_samples) if shuffle else np.arange(num_samples)
     return np.array_split(order, num_folds)
