@@ -3,8 +3,10 @@
 # seed. Run from the project root on the GPU machine, with the kit beside it (../shared/gpu/smoke.sh's header says
 # how to make .gpu-kit/: its wheels and the data):
 #   bash benchmarks/gpu_session.sh [STAGE ...]     STAGE: tests throughput tta93 tta94 (the default, in this order),
-#                                                  compiled (throughput with torch.compile and CUDA graphs)
-# Each stage has its own time limit (seconds; env TESTS_S, THROUGHPUT_S, TTA_S, TTA94_S) so that one slow stage leaves the
+#                                                  compiled (throughput with torch.compile and CUDA graphs),
+#                                                  seeds (issue 31: 3 seeds of best_gpu.yaml and efficientnet_gpu.yaml
+#                                                  at once within SEEDS_BUDGET_S, tested, published into $OUT/seeds)
+# Each stage has its own time limit (seconds; env TESTS_S, THROUGHPUT_S, TTA_S, TTA94_S, SEEDS_S) so that one slow stage leaves the
 # others their time. The benchmarks write benchmarks/results/*_cuda-*.json as they do anywhere; those files and each
 # stage's log are copied to $OUT (default a temporary folder), which the device tool brings back.
 set -u
@@ -32,7 +34,10 @@ for stage in "${stages[@]}"; do
     tta94) timeout "${TTA94_S:-300}" python3 benchmarks/time_to_accuracy.py --config configs/best.yaml \
         --overlay configs/gpu_bf16.yaml --target 0.94 --ckpt best --seeds 1 --data-dir "$DATA" \
         --logs "$T/tta94" ;;
-    *) echo "unknown stage $stage (tests throughput tta93 tta94 compiled)"; exit 2 ;;
+    seeds) timeout "${SEEDS_S:-560}" python3 scripts/gpu/train_seeds.py --recipe best=configs/best_gpu.yaml \
+        --recipe efficientnet=configs/efficientnet_gpu.yaml --overlay configs/gpu_bf16.yaml --seeds 1 2 3 \
+        --budget-s "${SEEDS_BUDGET_S:-480}" --data-dir "$DATA" --out "$OUT/seeds" --work "$T/train_seeds" ;;
+    *) echo "unknown stage $stage (tests throughput tta93 tta94 compiled seeds)"; exit 2 ;;
   esac > "$OUT/$stage.log" 2>&1
   echo "== $stage exit $?, $(( $(date +%s) - start )) s"; tail -25 "$OUT/$stage.log"
   cp benchmarks/results/*_cuda-*.json "$OUT"/ 2>/dev/null
