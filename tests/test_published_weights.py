@@ -124,6 +124,21 @@ def test_published_weights_score_their_cards_test_accuracy(raw_test_set, path):
     assert correct == card_correct_count(path.with_suffix(".md")), f"{path.name}: {correct} of 10,000 correct"
 
 
+# Issue 31's targets for the two models beyond the study, on the official test set. The card's count is the file's
+# (test_published_weights_score_their_cards_test_accuracy re-measures every file against it, independently).
+TARGETS = {"best": 0.955, "efficientnet": 0.945}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 31: the recipes that aim at these (configs/best_gpu.yaml, configs/efficientnet_gpu.yaml) need a GPU "
+    "session (scripts/gpu/train_seeds.py); the published files are the CPU-trained 94.61 % and 93.54 %",
+)
+@pytest.mark.parametrize("name", TARGETS)
+def test_best_and_efficientnet_reach_issue_31s_targets(name):
+    assert card_correct_count(REPO / "weights" / f"{name}.md") >= TARGETS[name] * TEST_SET_SIZE
+
+
 def publish_options(checkpoint: Path, data: Path, out_dir: Path) -> argparse.Namespace:
     return argparse.Namespace(
         checkpoint=checkpoint,
