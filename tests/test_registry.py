@@ -65,3 +65,15 @@ def test_the_documented_way_to_add_a_model(tmp_path, tiny_data, monkeypatch, cap
         assert re.search(r"^tiny_mlp +my_models\.TinyMLP +50,890", capsys.readouterr().out, re.M)
     finally:
         sys.modules.pop("my_models", None)
+
+
+def test_models_lists_published_accuracy_and_a_build_other_than_the_default(tmp_path, capsys):
+    """The card's accuracy beside its model; a card whose file has another parameter count than the model's default
+    build (a WRN-16-4 published for WideResNet, whose default is WRN-16-2) says so."""
+    card = "---\nfile: best.ckpt\nmodel: WideResNet\nparameters: {}\ntest_accuracy: 0.9561\n---\n"
+    (tmp_path / "best.md").write_text(card.format(2748890))
+    (tmp_path / "fast.md").write_text(card.format(registry.get_model_info("fast_cnn").parameters))
+    assert main(["models", "--weights_dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^wide_resnet .*  best 95\.61 % \(2,748,890 parameters\)$", out, re.M)
+    assert "fast 95.61 %; fast93 (no card here)" in out

@@ -20,7 +20,3 @@ def read_card(path: Path) -> dict[str, Any]:
         raise UserInputError(f"{path} is not a model card: it does not start with a '---' YAML block")
     return yaml.safe_load(text.split("---\n", 2)[1])
 
-
-def published_accuracy(card: Path) -> float | None:
-    """The test accuracy a card records for its file, or None where there is no card."""
-    return read_card(card)["test_accuracy"] if card.is_file() else None

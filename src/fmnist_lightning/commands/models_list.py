@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from fmnist_lightning.registry import ModelInfo, list_models
-from fmnist_lightning.weights import published_accuracy
+from fmnist_lightning.weights import read_card
 
 
 def models_command(args: list[str]) -> int:
@@ -26,6 +26,12 @@ def models_command(args: list[str]) -> int:
 def _results(info: ModelInfo, weights_dir: Path) -> str:
     parts = [f"study {info.study.figure}"] if info.study else []
     for name in info.weights:
-        accuracy = published_accuracy(weights_dir / f"{name}.md")
-        parts.append(f"{name} {100 * accuracy:.2f} %" if accuracy is not None else f"{name} (no card here)")
+        card_path = weights_dir / f"{name}.md"
+        if not card_path.is_file():
+            parts.append(f"{name} (no card here)")
+            continue
+        card = read_card(card_path)
+        # a published build other than the default (best_gpu.yaml's WRN-16-4 beside WideResNet's WRN-16-2)
+        size = f" ({card['parameters']:,} parameters)" if card["parameters"] != info.parameters else ""
+        parts.append(f"{name} {100 * card['test_accuracy']:.2f} %{size}")
     return "; ".join(parts) or "—"
