@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import sys
 import time
@@ -171,6 +172,7 @@ def _objective(study: optuna.Study, spec: SweepSpec, passthrough: list[str], run
         if duplicate is not None:  # two workers raced for the grid's last point: the lower trial number runs it
             trial.set_user_attr("duplicate_of", duplicate)
             raise optuna.TrialPruned(f"the settings of trial {duplicate}")
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who to ask when a trial hangs
         args = [*passthrough, *spec.fixed_args(), *spec.point_args(point), *spec.fold_args()]
         args += cli_args("trainer.logger.init_args.name", f"{run_name}/trial_{trial.number:03d}")
         accuracies, folders, started = [], [], time.perf_counter()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat  # the interface optimize() sends heartbeats through
 from optuna.storages.journal import JournalFileBackend
@@ -39,13 +40,13 @@ def open_storage(options: argparse.Namespace, folder: Path) -> BaseStorage:
         url = options.storage or f"sqlite:///{folder / 'study.db'}"
         # workers of one SQLite file wait for each other's writes instead of failing with "database is locked"
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-        for attempt in range(3):  # workers that start together race to create the tables; the loser tries again
+        for attempt in range(3):  # workers that start together race to create the tables: the losers try again
             try:
                 return RDBStorage(url, engine_kwargs=engine, **heartbeat)
-            except Exception:
+            except sqlalchemy.exc.IntegrityError:  # measured: 1 of 3 SQLite starters, "UNIQUE constraint failed"
                 if attempt == 2:
                     raise
-                time.sleep(1 + attempt)
+                time.sleep(0.5)
     except UserInputError:
         raise
     except Exception as error:
@@ -87,9 +88,10 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
 
 def open_study(storage: BaseStorage, spec: SweepSpec, record: dict[str, Any], create: bool = True) -> optuna.Study:
-    """Creates the study and enqueues a grid's points, or joins it: the first worker (the one whose
-    ``create_study`` succeeds: the storage decides) enqueues, the others wait until it marked the study ready.
-    Joining a study made from another sweep file or recipe is an error; a rerun re-enqueues failed points."""
+    """Creates the study and enqueues a grid's points, or joins it: the worker whose ``create_study`` succeeds
+    (the storage decides between workers that start together) enqueues, the others wait until it marked the study
+    ready. Joining a study made from another sweep file or recipe is an error, with nothing written to the study;
+    a rerun re-enqueues the points whose trials all failed."""
     sampler_class = getattr(optuna.samplers, SAMPLERS[spec.sampler])
     try:
         if spec.is_grid:
@@ -106,15 +108,18 @@ def open_study(storage: BaseStorage, spec: SweepSpec, record: dict[str, Any], cr
             return optuna.load_study(**kwargs)
         except KeyError:
             raise UserInputError(f"no study {spec.study_name} in the storage yet: run the sweep first") from None
-    try:
-        study = optuna.create_study(**kwargs, direction="maximize")
-        study.set_user_attr("sweep", record)
-        for point in spec.grid() if spec.is_grid else []:
-            study.enqueue_trial(point)
-        study.set_user_attr("ready", True)
-        return study
-    except optuna.exceptions.DuplicatedStudyError:
+    try:  # an existing study is only read until it is known to be this sweep's
         study = optuna.load_study(**kwargs)
+    except KeyError:
+        try:
+            study = optuna.create_study(**kwargs, direction="maximize")
+            study.set_user_attr("sweep", record)
+            for point in spec.grid() if spec.is_grid else []:
+                study.enqueue_trial(point)
+            study.set_user_attr("ready", True)
+            return study
+        except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
+            study = optuna.load_study(**kwargs)
     for _ in range(120):  # the creator enqueues in a second; after a minute, take its place
         if study.user_attrs.get("ready"):
             break
@@ -130,7 +135,9 @@ def open_study(storage: BaseStorage, spec: SweepSpec, record: dict[str, Any], cr
     for point in spec.grid() if spec.is_grid else []:
         if point_key(point) not in live:  # failed, or never enqueued: this rerun retries it
             study.enqueue_trial(point)
-    study.set_user_attr("ready", True)
+    if not study.user_attrs.get("ready"):  # its creator stopped before it was ready: this worker made it so
+        study.set_user_attr("sweep", record)
+        study.set_user_attr("ready", True)
     return study
 
 
