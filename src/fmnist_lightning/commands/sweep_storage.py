@@ -29,6 +29,8 @@ def open_storage(options: argparse.Namespace, folder: Path) -> BaseStorage:
     heartbeat = {"heartbeat_interval": options.heartbeat_interval, "grace_period": options.grace_period}
     heartbeat["heartbeat_stale_trial_callback"] = RetryHeartbeatStaleTrialCallback(max_retry=options.max_retry)
     where = f"--storage {options.storage}" if options.storage else f"the sweep's SQLite file in {folder}"
+    if options.report and options.storage is None and not (folder / "study.db").is_file():
+        raise UserInputError(f"--report: no study in {folder} yet; run the sweep first")
     try:
         if options.storage is not None and "://" not in options.storage:
             path = Path(options.storage)
