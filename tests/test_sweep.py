@@ -23,16 +23,9 @@ import yaml
 from sklearn.model_selection import KFold
 
 from fmnist_lightning.commands.main import main
-from support import REPO, error_line, sample_ids, write_dataset
+from support import error_line, sample_ids, write_dataset
+from test_cv import FAST, LENET, QUIET  # seconds per fit: no sanity check, graph, latency or memory profile
 
-LENET = str(REPO / "configs" / "lenet.yaml")
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-FAST = [
-    "--trainer.num_sanity_val_steps", "0",
-    "--trainer.logger.init_args.log_graph", "false",
-    "--run_metrics.latency", "false",
-    "--run_metrics.activation_memory", "false",
-]  # fmt: skip
 HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "3"]
 GRID = """
 sampler: grid

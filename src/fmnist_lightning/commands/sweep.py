@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import optuna
+import torch
 from jsonargparse import ArgumentError
 from lightning.pytorch import Trainer
 from optuna.trial import TrialState
@@ -184,6 +185,7 @@ def _objective(study: optuna.Study, spec: SweepSpec, passthrough: list[str], run
             else:
                 cli = _trial_cli(trial, spec)(["fit", *args, *version])
                 accuracy = final_accuracy(cli)[0]
+            torch.compiler.reset()  # each fit compiles a new model: past dynamo's recompile limit it would not
             accuracies.append(accuracy)
             folders.append(str(cli.trainer.log_dir))
             trial.set_user_attr("accuracies", accuracies)

@@ -48,8 +48,9 @@ def rows(study: optuna.Study, spec: SweepSpec) -> list[Row]:
         table = []
         for point in spec.grid():
             mine = [t for t in trials if point_key(t) == point_key(point)]
-            complete = [t for t in mine if t.state == TrialState.COMPLETE]
-            latest = complete[0] if complete else (mine[-1] if mine else None)
+            # the completed trial; else one running or waiting (not a duplicate that gave way to it); else the last
+            order = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+            latest = next((t for state in order for t in mine if t.state == state), mine[-1] if mine else None)
             status = latest.state.name.lower().replace("fail", "failed") if latest is not None else "not run"
             table.append(Row(point, latest, status, reference=spec.reference.get(point_key(point))))
     else:

@@ -9,6 +9,14 @@ from collections.abc import Callable, Iterable
 import torch
 
 
+def _loss_of(closure: Callable[[], float] | None) -> float | None:
+    """The loss of an optimizer step's closure, computed with gradients on (torch's optimizers' convention)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class KerasAdam(torch.optim.Optimizer):
     """Adam as ``keras.optimizers.Adam`` computes it (defaults: lr 1e-3, betas 0.9/0.999, eps 1e-7).
 
@@ -31,10 +39,7 @@ class KerasAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _loss_of(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             by_step: dict[int, list[torch.Tensor]] = defaultdict(list)  # normally one step count for all
@@ -82,10 +87,7 @@ class KerasRMSprop(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _loss_of(closure)
         for group in self.param_groups:
             params = [param for param in group["params"] if param.grad is not None]
             if not params:
