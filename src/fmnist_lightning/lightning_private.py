@@ -16,8 +16,8 @@ user's run. To remove one, replace its function body here with the public way an
 - ``use_multi_average_fn`` and ``averaged_network``: Lightning's ``WeightAveraging`` passes a fixed-decay function
   to torch's ``AveragedModel`` and keeps the average private; the EMA with warm-up swaps in its own function and
   recomputes the average's batch-norm statistics.
-- ``tensorboard_file_writer``: torch's ``SummaryWriter`` writes an HPARAMS summary only through its private file
-  writer, needed to declare results that arrive later (the test accuracy).
+- ``tensorboard_file_writer``: torch's ``SummaryWriter`` writes a raw event (the model graph that
+  ``observe/graph.py`` traces with ``torch.fx``) only through its private file writer.
 - ``jit_is_scripting``: Lightning's switch that lets a LightningModule be traced outside a Trainer (export).
 - ``TrainerWithoutDuplicateBar``: ``LightningCLI._instantiate_trainer``, the one place where the CLI's default
   callbacks meet the config's, to leave the project's progress bar out when the config brings its own.
@@ -84,7 +84,7 @@ def averaged_network(callback: WeightAveraging) -> nn.Module | None:
 
 
 def tensorboard_file_writer(logger: TensorBoardLogger) -> Any:
-    """The run's event-file writer, which takes raw summaries (an HPARAMS declaration)."""
+    """The run's event-file writer, which takes raw events (a graph)."""
     return logger.experiment._get_file_writer()
 
 

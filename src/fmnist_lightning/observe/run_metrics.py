@@ -33,7 +33,7 @@ import lightning as L
 import torch
 
 from fmnist_lightning.observe.figures import CURVES, save_learning_curves
-from fmnist_lightning.observe.hparams import log_hparams_with_results
+from fmnist_lightning.observe.hparams import log_figures, log_settings
 from fmnist_lightning.observe.measures import (
     MB,
     SPEED_SETTINGS,
@@ -134,6 +134,7 @@ class RunMetrics(L.Callback):
         self._train_images = 0
         self.on_train_epoch_start(trainer, pl_module)  # a fit resumed mid-epoch continues without that hook
         self._write(trainer)
+        log_settings(trainer, pl_module)  # now, so that a running or stopped run is in the HPARAMS tab too
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = self._last_batch_end = time.perf_counter()
@@ -191,7 +192,8 @@ class RunMetrics(L.Callback):
                 elif stage == "train" and not trained_here:
                     self.metrics[f"{stage}_{name}_by_epoch"].append(None)
         if trained_here:
-            timing = {"time/epoch_s": epoch_time, "time/train_images_per_s": throughput}
+            # "~": after the learning curves in TensorBoard, which orders groups by name (observe/hparams.py)
+            timing = {"~time/epoch_s": epoch_time, "~time/train_images_per_s": throughput}
             for logger in trainer.loggers:  # rank 0's own timing: not a metric to average across DDP ranks
                 logger.log_metrics(timing, trainer.global_step)
         self._write(trainer)  # so that `compare` shows a live run's progress
@@ -263,21 +265,11 @@ class RunMetrics(L.Callback):
         if rss is not None:
             metrics["peak_rss_mb"] = rss
         self._write(trainer)
-        self._log_summary(trainer)
-        log_hparams_with_results(trainer, pl_module, metrics)
+        # the single figures (not the settings they were measured with) beside the run's HPARAMS session
+        log_figures(trainer, {key: value for key, value in metrics.items() if key not in SPEED_SETTINGS})
         path = self._path(trainer)
         if path is not None and metrics["epochs"]:
             save_learning_curves(metrics, path.with_name("learning_curves.png"))
-
-    def _log_summary(self, trainer: L.Trainer) -> None:
-        """The run's single figures as scalars under ``run/``, so TensorBoard lists them beside the curves."""
-        numbers = {
-            f"run/{key}": float(value)
-            for key, value in self.metrics.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in SPEED_SETTINGS
-        }
-        for logger in trainer.loggers:
-            logger.log_metrics(numbers, step=trainer.global_step)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Adds the test figures to the run's ``metrics.json`` (written by its ``fit``, maybe in another process)."""
@@ -289,9 +281,9 @@ class RunMetrics(L.Callback):
         if path is None:
             return
         metrics = read_run_metrics(path.parent)
-        fitted = "status" in metrics  # its fit declared the hparams results
         metrics = metrics or {"model": type(pl_module).__name__, "parameters": count_params(pl_module)}
         metrics.update(self.test_figures)
         write_json_atomically(path, metrics)
         self.record = path
-        log_hparams_with_results(trainer, pl_module, metrics, declare=not fitted)
+        log_settings(trainer, pl_module)  # where no fit wrote them: a checkpoint tested into a folder of its own
+        log_figures(trainer, self.test_figures)
