@@ -11,7 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import pytest
+from lightning.pytorch.trainer.states import TrainerFn
 from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins import base_plugin
@@ -20,6 +22,7 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
 from fmnist_lightning.commands.main import main
+from fmnist_lightning.observe.hparams import comparable_settings
 from support import REPO, write_dataset
 from test_cli import cli, ok
 
@@ -131,3 +134,15 @@ def test_the_scalars_tab_opens_on_the_learning_curves(logs):
     summary.Reload()
     assert set(RESULTS) <= set(summary.Tags()["scalars"])
     assert all(tag.split("/", 1)[0] > "val" for tag in summary.Tags()["scalars"])  # after the curves
+
+
+@pytest.mark.parametrize(("limit", "shown"), [(1.0, None), (1, 1), (0.5, 0.5)])
+def test_a_trainer_option_is_shown_where_set(limit, shown, monkeypatch):
+    """``limit_train_batches`` 1.0 is every batch (Lightning's default, not shown), 1 is one batch; no seed set, none
+    shown."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    trainer = L.Trainer(limit_train_batches=limit, max_epochs=3, logger=False, enable_progress_bar=False)
+    trainer.state.fn = TrainerFn.FITTING
+    settings = comparable_settings(trainer, L.LightningModule())
+    assert settings.get("limit_train_batches") == shown and "seed" not in settings
+    assert settings["max_epochs"] == 3 and settings["precision"] == "32-true"

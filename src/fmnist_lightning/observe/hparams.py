@@ -88,10 +88,11 @@ def comparable_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dic
         settings.update(_readable(optimizer.defaults, OPTIMIZER_IMPLEMENTATION))
     if schedulers:
         settings["lr_scheduler"] = type(schedulers[0].scheduler).__name__
+    limit = trainer.limit_train_batches
     trainer_settings = {
         "max_epochs": trainer.max_epochs,
         "max_steps": trainer.max_steps if trainer.max_steps != -1 else None,
-        "limit_train_batches": trainer.limit_train_batches if trainer.limit_train_batches != 1.0 else None,
+        "limit_train_batches": None if limit == 1.0 and isinstance(limit, float) else limit,  # 1.0: all, 1: one
         "accumulate_grad_batches": trainer.accumulate_grad_batches,
         "gradient_clip_val": trainer.gradient_clip_val,
         "precision": str(trainer.precision),
