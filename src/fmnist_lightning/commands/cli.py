@@ -29,8 +29,7 @@ from fmnist_lightning.observe.run_metrics import RunMetrics
 from fmnist_lightning.training import FashionMNISTClassifier, SaveOnInterrupt
 from fmnist_lightning.training.module import saved_standardize
 
-# Lightning's TensorBoardLogger with the learning curves first in the Scalars tab (observe/logger.py); a config that
-# names Lightning's own gets the same run folders
+# Lightning's TensorBoardLogger, curves first in the Scalars tab (observe/logger.py); Lightning's own works alike
 TENSORBOARD = "fmnist_lightning.observe.logger.CurvesFirstTensorBoardLogger"
 TENSORBOARD_LOGGERS = (TENSORBOARD, "lightning.pytorch.loggers.TensorBoardLogger")
 PROFILERS = {name: f"lightning.pytorch.profilers.{name.title()}Profiler" for name in ("simple", "advanced")} | {
@@ -213,8 +212,7 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
 
 
 def tensorboard_args(config: Namespace) -> Namespace | None:
-    """The TensorBoard logger's init args in a command's config (the default's, or Lightning's own); None for any
-    other logger."""
+    """The TensorBoard logger's init args (the default's or Lightning's own) in a command's config; else None."""
     logger = config.trainer.get("logger")
     if isinstance(logger, dict) or not hasattr(logger, "class_path") or logger.class_path not in TENSORBOARD_LOGGERS:
         return None
