@@ -19,4 +19,3 @@ def read_card(path: Path) -> dict[str, Any]:
     if not text.startswith("---\n"):
         raise UserInputError(f"{path} is not a model card: it does not start with a '---' YAML block")
     return yaml.safe_load(text.split("---\n", 2)[1])
-
