@@ -218,9 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         "device_name",
         "precision",
     )
-    summary["runs"] = {
-        job: {key: read_metrics(session.work / "runs" / job).get(key) for key in fields} for job in session.jobs
-    }
+    metrics = {job: read_metrics(session.work / "runs" / job) for job in session.jobs}
+    summary["runs"] = {job: {key: record.get(key) for key in fields} for job, record in metrics.items()}
     pack_runs({job: folder for job, folder in folders.items() if folder is not None}, out / "runs.tar.gz")
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
         tar.add(session.work / "logs", arcname="logs")
