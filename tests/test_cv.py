@@ -38,8 +38,8 @@ def fit_args(root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Two cv runs into one reports/: 3 folds validated every epoch; then 2 folds of 3 epochs validated every
-    second epoch, so the fit's last validation scored the model of epoch 2, not the final one."""
+    """Two cv runs into one reports/: 3 shuffled folds validated every epoch; then 2 unshuffled folds of 3 epochs
+    validated every second epoch, so the fit's last validation scored the model of epoch 2, not the final one."""
     root = tmp_path_factory.mktemp("cv")
     write_dataset(root / "fmnist")
     stdout = io.StringIO()
@@ -49,6 +49,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         first = cv_command([*fit_args(root), "--folds", "3", "--trainer.max_epochs", "1"])
         first_files = {path.name: path.read_bytes() for path in (root / "reports").iterdir()}
         second_args = ["--folds", "2", "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "2"]
+        second_args += ["--data.kfold_shuffle", "false"]
         second = cv_command([*fit_args(root), *second_args])
     return {"root": root, "codes": (first, second), "first_files": first_files, "stdout": stdout.getvalue()}
 
@@ -101,7 +102,13 @@ def test_each_fold_scores_the_final_model(two_runs, make_datamodule, stem, score
     result = summary(root, stem)
     for detail in result["fold_details"]:
         assert detail["scored_by"] == scored_by
-        fold = make_datamodule(root / "fmnist", validation="kfold", num_folds=result["folds"], fold=detail["fold"])
+        fold = make_datamodule(
+            root / "fmnist",
+            validation="kfold",
+            num_folds=result["folds"],
+            fold=detail["fold"],
+            kfold_shuffle=result["shuffle"],
+        )
         assert detail["accuracy"] == pytest.approx(
             final_model_accuracy(root / detail["run"], fold, detail["epochs"]), abs=1e-4
         )
@@ -120,6 +127,11 @@ def test_a_second_run_keeps_the_first_runs_files(two_runs):
     ]
     for stem, result in (("cv_LeNet5", summary(two_runs["root"], "cv_LeNet5")), ("cv_LeNet5.2", second)):
         markdown = (reports / f"{stem}.md").read_text()
+        assert result["shuffle"] is (stem == "cv_LeNet5")
+        folds = f"`KFold({result['folds']}, " + (
+            "shuffle=True, random_state=1)`" if result["shuffle"] else "shuffle=False)` (in file order)"
+        )
+        assert f"Folds of {folds} over the training images" in markdown
         assert summary_line(result["fold_accuracies"]) in markdown and f"]({stem}.png)" in markdown
         for accuracy, run in zip(result["fold_accuracies"], result["runs"], strict=True):
             assert f"| {accuracy:.3f} | `{run}` |" in markdown

@@ -213,6 +213,7 @@ def _summary(cli: FashionMNISTCLI, results: list[FoldResult], configs: list[str]
         "config": configs,
         "folds": len(results),
         "split_seed": cli.datamodule.hparams.split_seed,
+        "shuffle": cli.datamodule.hparams.kfold_shuffle,
         "seed_everything": cli.config.fit.seed_everything,
         "fold_accuracies": accuracies,
         "mean": float(np.mean(accuracies)),
@@ -248,7 +249,9 @@ def _write_outputs(out: Path, summary: dict[str, Any]) -> Path:
 def _markdown(summary: dict[str, Any], png: str) -> str:
     study = summary["study"]
     # fold i is the study's fold i only for its KFold(5, shuffle=True, random_state=1)
-    beside = study is not None and summary["folds"] == len(study["fold_accuracies"]) and summary["split_seed"] == 1
+    shuffled, seed = summary["shuffle"], summary["split_seed"]
+    beside = study is not None and shuffled and seed == 1 and summary["folds"] == len(study["fold_accuracies"])
+    kfold = f"shuffle=True, random_state={seed})`" if shuffled else "shuffle=False)` (in file order)"
     head = "| fold (`--data.fold`) | accuracy (%) |" + (" study (%) |" if beside else "") + " run |"
     rule = "|---:|---:|" + ("---:|" if beside else "") + "---|"
     rows = []
@@ -262,8 +265,8 @@ def _markdown(summary: dict[str, Any], png: str) -> str:
         "",
         f"`{summary['command']}`",
         "",
-        f"Folds of `KFold({summary['folds']}, shuffle=True, random_state={summary['split_seed']})` over the training "
-        "images; per fold a fresh model trained on the other folds, scored on the held-out fold at the end of "
+        f"Folds of `KFold({summary['folds']}, {kfold} over the training images; per fold a fresh model trained on "
+        "the other folds, scored on the held-out fold at the end of "
         f"training (the final model, not a checkpoint); `seed_everything: {summary['seed_everything']}` in each fold.",
         "",
         head,
