@@ -249,9 +249,13 @@ def _write_outputs(out: Path, summary: dict[str, Any]) -> Path:
 def _markdown(summary: dict[str, Any], png: str) -> str:
     study = summary["study"]
     # fold i is the study's fold i only for its KFold(5, shuffle=True, random_state=1)
-    shuffled, seed = summary["shuffle"], summary["split_seed"]
-    beside = study is not None and shuffled and seed == 1 and summary["folds"] == len(study["fold_accuracies"])
-    kfold = f"shuffle=True, random_state={seed})`" if shuffled else "shuffle=False)` (in file order)"
+    folds, shuffled, seed = summary["folds"], summary["shuffle"], summary["split_seed"]
+    beside = study is not None and shuffled and seed == 1 and folds == len(study["fold_accuracies"])
+    kfold = (
+        f"`KFold({folds}, shuffle=True, random_state={seed})`"
+        if shuffled
+        else f"`KFold({folds}, shuffle=False)` (in file order)"
+    )
     head = "| fold (`--data.fold`) | accuracy (%) |" + (" study (%) |" if beside else "") + " run |"
     rule = "|---:|---:|" + ("---:|" if beside else "") + "---|"
     rows = []
@@ -265,8 +269,8 @@ def _markdown(summary: dict[str, Any], png: str) -> str:
         "",
         f"`{summary['command']}`",
         "",
-        f"Folds of `KFold({summary['folds']}, {kfold} over the training images; per fold a fresh model trained on "
-        "the other folds, scored on the held-out fold at the end of "
+        f"Folds of {kfold} over the training images; per fold a fresh model trained on the other folds, scored on "
+        "the held-out fold at the end of "
         f"training (the final model, not a checkpoint); `seed_everything: {summary['seed_everything']}` in each fold.",
         "",
         head,
