@@ -251,11 +251,8 @@ def _markdown(summary: dict[str, Any], png: str) -> str:
     # fold i is the study's fold i only for its KFold(5, shuffle=True, random_state=1)
     folds, shuffled, seed = summary["folds"], summary["shuffle"], summary["split_seed"]
     beside = study is not None and shuffled and seed == 1 and folds == len(study["fold_accuracies"])
-    kfold = (
-        f"`KFold({folds}, shuffle=True, random_state={seed})`"
-        if shuffled
-        else f"`KFold({folds}, shuffle=False)` (in file order)"
-    )
+    kfold = f"`KFold({folds}, shuffle=True, random_state={seed})`"
+    kfold = kfold if shuffled else f"`KFold({folds}, shuffle=False)` (in file order)"
     head = "| fold (`--data.fold`) | accuracy (%) |" + (" study (%) |" if beside else "") + " run |"
     rule = "|---:|---:|" + ("---:|" if beside else "") + "---|"
     rows = []
