@@ -24,7 +24,9 @@ SOURCES = (
     "src/fmnist_lightning/models/brownlee.py",
     "src/fmnist_lightning/models/custom_cnn.py",
     "src/fmnist_lightning/models/seed_efficientnet.py",
-    # the study's recipes (the training-step rows take their optimizers from them)
+    # the study's recipes: its calls as data (test_recipe_parity.py checks the configs against them) and the configs
+    # (the training-step rows take their optimizers from them)
+    "src/fmnist_lightning/study.py",
     "configs/lenet.yaml",
     "configs/brownlee.yaml",
     "configs/custom_cnn.yaml",

@@ -1,4 +1,4 @@
-"""The study's recipes as data, checked: each fact of ``registry.STUDY_RECIPES`` (from ../shared/STUDY.md) against
+"""The study's recipes as data, checked: each fact of ``study.STUDY_RECIPES`` (from ../shared/STUDY.md) against
 what the model's study config builds through the CLI's own parser (``FashionMNISTCLI(..., run=False)``).
 
 Where Keras and torch name or count a thing differently the translation is written here and checked, not assumed:
@@ -38,7 +38,8 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from fmnist_lightning.data.datasets import study_folds
 from fmnist_lightning.observe.fit_summary import recipe_checkpoint
-from fmnist_lightning.registry import STUDY_RECIPES, KerasCall, StudyRecipe, get_model_info
+from fmnist_lightning.registry import get_model_info
+from fmnist_lightning.study import STUDY_RECIPES, KerasCall, StudyRecipe
 from support import REPO, write_dataset
 
 STUDY_MODELS = tuple(STUDY_RECIPES)  # lenet, brownlee, custom_cnn, seed_efficientnet
