@@ -11,20 +11,14 @@ from typing import Any
 
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.fashion_mnist import CLASS_NAMES
-from fmnist_lightning.registry import create_model, list_models, register_model
+from fmnist_lightning.registry import MODELS_PACKAGE, builtin_models, create_model, list_models, register_model
 
 __version__ = "0.1.0"
 _LAZY = {
     "FashionMNISTDataModule": "fmnist_lightning.data",
     "FashionMNISTClassifier": "fmnist_lightning.training",
-    "BrownleeCNN": "fmnist_lightning.models",
-    "CustomCNN": "fmnist_lightning.models",
-    "EfficientNet": "fmnist_lightning.models",
-    "FastCNN": "fmnist_lightning.models",
-    "LeNet5": "fmnist_lightning.models",
-    "SeedEfficientNet": "fmnist_lightning.models",
-    "WideResNet": "fmnist_lightning.models",
     "load": "fmnist_lightning.commands.predictions",
+    **{info.class_name: MODELS_PACKAGE for info in builtin_models()},  # LeNet5, …: the project's models
 }
 __all__ = ["CLASS_NAMES", "UserInputError", "create_model", "list_models", "register_model", *_LAZY]
 

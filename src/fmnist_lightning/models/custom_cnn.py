@@ -7,7 +7,14 @@ from fmnist_lightning.registry import register_model
 from fmnist_lightning.training import FashionMNISTClassifier
 
 
-@register_model("custom_cnn")
+@register_model(
+    "custom_cnn",
+    title="the study's custom CNN",
+    summary="two conv/BN/pool stages, dropout, Dense 128 + BN (the study's third iteration)",
+    parameters=225_930,
+    configs=("configs/custom_cnn.yaml",),
+    weights=("custom_cnn", "custom_cnn_plus"),
+)
 class CustomCNN(FashionMNISTClassifier):
     """``networks.custom_cnn`` with its dropout rate and the initializer of its hidden layers.
 

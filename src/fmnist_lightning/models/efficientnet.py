@@ -11,7 +11,14 @@ from fmnist_lightning.registry import register_model
 from fmnist_lightning.training import FashionMNISTClassifier
 
 
-@register_model("efficientnet")
+@register_model(
+    "efficientnet",
+    title="EfficientNet-B0 (timm)",
+    summary="timm's EfficientNet-B0 with one input channel and a stride-1 stem for 28×28",
+    parameters=4_061_798,
+    configs=("configs/efficientnet.yaml",),
+    weights=("efficientnet",),
+)
 class EfficientNet(FashionMNISTClassifier):
     """``networks.timm_efficientnet`` (EfficientNet-B0 by default, stem stride 1).
 

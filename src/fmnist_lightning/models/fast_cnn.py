@@ -7,7 +7,14 @@ from fmnist_lightning.registry import register_model
 from fmnist_lightning.training import FashionMNISTClassifier
 
 
-@register_model("fast_cnn")
+@register_model(
+    "fast_cnn",
+    title="FastCNN",
+    summary="a small CNN built for time to accuracy on a CPU",
+    parameters=174_938,
+    configs=("configs/fast.yaml", "configs/fast93.yaml"),
+    weights=("fast", "fast93"),
+)
 class FastCNN(FashionMNISTClassifier):
     """``networks.fast_cnn`` with its width, hidden size and dropout."""
 

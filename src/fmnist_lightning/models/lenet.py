@@ -7,7 +7,14 @@ from fmnist_lightning.registry import register_model
 from fmnist_lightning.training import FashionMNISTClassifier
 
 
-@register_model("lenet")
+@register_model(
+    "lenet",
+    title="LeNet-5",
+    summary="the study's LeNet-5: tanh, max pooling, a 'same' first convolution",
+    parameters=61_706,
+    configs=("configs/lenet.yaml",),
+    weights=("lenet", "lenet_plus"),
+)
 class LeNet5(FashionMNISTClassifier):
     """The study's LeNet-5 (``networks.lenet5``) trained as ``FashionMNISTClassifier`` trains every model."""
 

@@ -7,7 +7,14 @@ from fmnist_lightning.registry import register_model
 from fmnist_lightning.training import FashionMNISTClassifier
 
 
-@register_model("seed_efficientnet")
+@register_model(
+    "seed_efficientnet",
+    title='the study\'s "EfficientNet"',
+    summary="a MobileNet-v1-style stack of depthwise-separable convolutions with swish",
+    parameters=321_418,
+    configs=("configs/seed_efficientnet.yaml",),
+    weights=("seed_efficientnet", "seed_efficientnet_plus"),
+)
 class SeedEfficientNet(FashionMNISTClassifier):
     """``networks.seed_efficientnet``: what the study called "EfficientNet"."""
 

@@ -7,7 +7,14 @@ from fmnist_lightning.registry import register_model
 from fmnist_lightning.training import FashionMNISTClassifier
 
 
-@register_model("wide_resnet")
+@register_model(
+    "wide_resnet",
+    title="Wide ResNet",
+    summary="WRN-depth-k, the CIFAR design (WRN-16-2 by default)",
+    parameters=693_210,
+    configs=("configs/best.yaml",),
+    weights=("best",),
+)
 class WideResNet(FashionMNISTClassifier):
     """``networks.wide_resnet``: WRN-``depth``-``widen_factor``."""
 
