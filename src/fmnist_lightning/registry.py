@@ -127,6 +127,8 @@ def _listing_order(info: ModelInfo) -> tuple[int, str]:
 
 
 def _register_builtin_models() -> None:
+    """Registers the declarations of models/*.py, read as text: listing them imports no torch, adding one edits no
+    list, and two files claiming one name are refused."""
     found = [info for path in sorted(_MODELS_DIR.glob("*.py")) for info in _declared_models(path)]
     for info in sorted(found, key=_listing_order):
         _refuse_a_taken_name(info.name, info.defined_at)
