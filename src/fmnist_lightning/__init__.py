@@ -24,7 +24,7 @@ _LAZY = {
     "LeNet5": "fmnist_lightning.models",
     "SeedEfficientNet": "fmnist_lightning.models",
     "WideResNet": "fmnist_lightning.models",
-    "load": "fmnist_lightning.commands.predictions",
+    "load": "fmnist_lightning.runs.loading",
 }
 __all__ = ["CLASS_NAMES", "UserInputError", "create_model", "list_models", "register_model", *_LAZY]
 

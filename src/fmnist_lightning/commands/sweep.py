@@ -26,13 +26,14 @@ from jsonargparse import ArgumentError
 from lightning.pytorch import Trainer
 from optuna.trial import TrialState
 
-from fmnist_lightning.commands import runs, sweep_report
+from fmnist_lightning.commands import sweep_report
 from fmnist_lightning.commands.cli import model_name, tensorboard_args
 from fmnist_lightning.commands.cv import RESERVED as CV_RESERVED
 from fmnist_lightning.commands.cv import _fit_fold, _FoldCLI, final_accuracy
 from fmnist_lightning.commands.sweep_spec import SweepSpec, cli_args, load_spec, point_key
 from fmnist_lightning.commands.sweep_storage import duplicate_of, open_storage, open_study
 from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.runs.folders import RUN_LENGTH, recipe
 
 # jsonargparse's lines around the reason a value was refused
 NOISE = ("Does not validate against any", "Subtypes:", "Errors:", "Given value", "<class 'NoneType'>", "Problem with")
@@ -83,8 +84,8 @@ def sweep_command(args: list[str]) -> int:
     model = model_name(config)
     folder = Path(logger.save_dir) / f"{model}_sweep" / spec.study_name
     storage = open_storage(options, folder)
-    recipe = {**runs.recipe(config), **{f"trainer.{k}": config.trainer.get(k) for k in runs.RUN_LENGTH[:4]}}
-    record = {**spec.record(), **recipe, "seed_everything": config.seed_everything}
+    trains = {**recipe(config), **{f"trainer.{k}": config.trainer.get(k) for k in RUN_LENGTH[:4]}}
+    record = {**spec.record(), **trains, "seed_everything": config.seed_everything}
     study = open_study(storage, spec, record, create=not options.report)
     if not options.report:
         if "SLURM_NTASKS" in os.environ:  # each srun task is a worker of its own: Lightning's documented switch
