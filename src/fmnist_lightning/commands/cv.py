@@ -47,7 +47,7 @@ class FoldResult:
     seconds: float
 
 
-def study_folds(model: str) -> tuple[float, ...] | None:
+def study_fold_accuracies(model: str) -> tuple[float, ...] | None:
     """The study's fold accuracies (%) of ``model`` (a class name, as runs record it) in fold order, the same folds
     as ``--data.fold 0..4``; from the registry (``ModelInfo.study``), None where the study did not cross-validate."""
     try:
@@ -207,7 +207,7 @@ def summary_line(accuracies: list[float] | tuple[float, ...]) -> str:
 def _summary(cli: FashionMNISTCLI, results: list[FoldResult], configs: list[str], args: list[str]) -> dict[str, Any]:
     model = type(cli.model).__name__
     accuracies = [r.accuracy for r in results]
-    study = study_folds(model)
+    study = study_fold_accuracies(model)
     return {
         "model": model,
         "config": configs,
