@@ -96,7 +96,7 @@ def write_checkpoint(model, path: Path, class_path: str | None = None) -> Path:
     import lightning
     import torch
 
-    from fmnist_lightning.commands.runs import INSTANTIATOR
+    from fmnist_lightning.runs.checkpoints import INSTANTIATOR
 
     torch.save(
         {

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from fmnist_lightning import UserInputError, load, register_model, registry
-from fmnist_lightning.commands import checkpoints
 from fmnist_lightning.commands.cli import FashionMNISTCLI
 from fmnist_lightning.commands.main import main
+from fmnist_lightning.runs import checkpoints
 from fmnist_lightning.training import FashionMNISTClassifier
 from support import REPO, error_line, write_checkpoint
 

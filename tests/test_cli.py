@@ -124,7 +124,7 @@ def test_checkpoint_keywords_pick_the_run_of_the_configs_recipe(tmp_path, tiny_d
 def test_a_setting_added_to_the_project_after_a_run_does_not_hide_the_run(tmp_path):
     import yaml
 
-    from fmnist_lightning.commands import runs
+    from fmnist_lightning.runs import folders
 
     run = tmp_path / "LeNet5" / "version_0"
     (run / "checkpoints").mkdir(parents=True)
@@ -132,10 +132,12 @@ def test_a_setting_added_to_the_project_after_a_run_does_not_hide_the_run(tmp_pa
     trained = {"model": {"class_path": "LeNet5", "init_args": {"warmup": 0}}, "data": {"batch_size": 64}}
     (run / "config.yaml").write_text(yaml.safe_dump(trained))
     now = {"model": {"class_path": "LeNet5", "init_args": {"warmup": 0, "new_option": 1}}, "data": {"batch_size": 64}}
-    assert runs.resolve_checkpoint("best", run.parent, "test", runs.recipe(now)) == run / "checkpoints" / "best.ckpt"
+    assert (
+        folders.resolve_checkpoint("best", run.parent, "test", folders.recipe(now)) == run / "checkpoints" / "best.ckpt"
+    )
     now["data"]["batch_size"] = 32
     with pytest.raises(UserInputError, match=r"differs in data\.batch_size"):
-        runs.resolve_checkpoint("best", run.parent, "test", runs.recipe(now))
+        folders.resolve_checkpoint("best", run.parent, "test", folders.recipe(now))
 
 
 def test_a_one_cycle_run_resumes_only_with_the_length_it_was_scheduled_for(tmp_path, tiny_data):

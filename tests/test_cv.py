@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 from sklearn.model_selection import KFold
 
-from fmnist_lightning.commands.cv import cv_command, study_folds, summary_line
+from fmnist_lightning.commands.cv import cv_command, study_fold_accuracies, summary_line
 from fmnist_lightning.commands.main import main
 from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.models import LeNet5
@@ -156,8 +156,8 @@ def test_folds_are_sklearns_kfold_disjoint_and_covering(tiny_data, make_datamodu
 
 
 def test_summary_line_reproduces_the_studys_figures():
-    assert summary_line(study_folds("CustomCNN")) == "Accuracy: mean=91.835 std=0.519, n=5"
-    assert summary_line(study_folds("BrownleeCNN")) == "Accuracy: mean=88.510 std=0.348, n=5"
+    assert summary_line(study_fold_accuracies("CustomCNN")) == "Accuracy: mean=91.835 std=0.519, n=5"
+    assert summary_line(study_fold_accuracies("BrownleeCNN")) == "Accuracy: mean=88.510 std=0.348, n=5"
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from sklearn.model_selection import KFold
 from torchvision.datasets import FashionMNIST
 
 from fmnist_lightning import CLASS_NAMES, UserInputError
-from fmnist_lightning.data.datasets import InMemoryImages, study_folds
+from fmnist_lightning.data.datasets import InMemoryImages, kfold_indices
 from fmnist_lightning.fashion_mnist import MEAN, STD
 from fmnist_lightning.models import LeNet5
 from support import idx_bytes, sample_ids, write_dataset
@@ -109,8 +109,8 @@ def test_test_validation_uses_the_official_test_set_and_all_of_train(tiny_data, 
     assert set(sample_ids(dm.train_set.images)) == set(range(120))
 
 
-def test_study_folds_are_sklearns_kfold_on_60000_images():
-    folds = study_folds(60_000, 5, seed=1)
+def test_kfold_indices_are_sklearns_kfold_on_60000_images():
+    folds = kfold_indices(60_000, 5, seed=1)
     sklearn = [val for _, val in KFold(5, shuffle=True, random_state=1).split(np.zeros(60_000))]
     assert [len(f) for f in folds] == [12_000] * 5
     for ours, theirs in zip(folds, sklearn, strict=True):

@@ -73,7 +73,7 @@ def test_a_compile_mode_needs_compile():
 
 def test_the_gpu_speed_settings_are_not_part_of_a_recipe():
     """A run trained with configs/gpu.yaml is the same recipe as the config alone: `--ckpt_path last` finds it."""
-    from fmnist_lightning.commands.runs import recipe
+    from fmnist_lightning.runs.folders import recipe
 
     plain = {"model": {"init_args": {"standardize": True}}, "data": {"batch_size": 64}}
     on_gpu = {

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "FashionMNISTDataModule": "fmnist_lightning.data",
     "FashionMNISTClassifier": "fmnist_lightning.training",
-    "load": "fmnist_lightning.commands.predictions",
+    "load": "fmnist_lightning.runs.loading",
     **{info.class_name: MODELS_PACKAGE for info in builtin_models()},  # LeNet5, …: the project's models
 }
 __all__ = ["CLASS_NAMES", "UserInputError", "create_model", "list_models", "register_model", *_LAZY]

@@ -36,7 +36,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from fmnist_lightning.data.datasets import study_folds
+from fmnist_lightning.data.datasets import kfold_indices
 from fmnist_lightning.observe.fit_summary import recipe_checkpoint
 from fmnist_lightning.registry import get_model_info
 from fmnist_lightning.study import STUDY_RECIPES, KerasCall, StudyRecipe
@@ -219,7 +219,7 @@ def test_the_project_s_folds_are_sklearn_s_kfold():
     model_selection = pytest.importorskip("sklearn.model_selection")
     (call,) = {r.folds for r in STUDY_RECIPES.values() if r.folds is not None}
     args = call.kwargs
-    ours = study_folds(60_000, args["n_splits"], args["random_state"])
+    ours = kfold_indices(60_000, args["n_splits"], args["random_state"])
     theirs = [val for _, val in model_selection.KFold(**args).split(range(60_000))]
     assert len(ours) == len(theirs) == args["n_splits"]
     for mine, sklearn_fold in zip(ours, theirs, strict=True):

@@ -16,7 +16,6 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Mo
 from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from fmnist_lightning.commands import runs
 from fmnist_lightning.commands.predictions import PredictionCSV
 from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
@@ -26,6 +25,8 @@ from fmnist_lightning.observe.evaluation import tensorboard_logger
 from fmnist_lightning.observe.graph import NetworkGraph
 from fmnist_lightning.observe.progress import BatchProgressBar, network_summary_like
 from fmnist_lightning.observe.run_metrics import RunMetrics
+from fmnist_lightning.runs import folders
+from fmnist_lightning.runs.checkpoints import read_checkpoint
 from fmnist_lightning.training import FashionMNISTClassifier, SaveOnInterrupt
 from fmnist_lightning.training.module import saved_standardize
 
@@ -50,7 +51,7 @@ class SaveConfigBesideRun(SaveConfigCallback):
         log_dir = trainer.log_dir  # a broadcast from rank 0: every rank must ask, in the same order
         if not self.already_saved and log_dir is not None:
             command = getattr(stage, "value", stage)  # TrainerFn: fit, validate, test, predict
-            name = runs.free_config_name(Path(log_dir), command) if trainer.is_global_zero else None
+            name = folders.free_config_name(Path(log_dir), command) if trainer.is_global_zero else None
             self.config_filename = trainer.strategy.broadcast(name)
         super().setup(trainer, pl_module, stage)
 
@@ -138,16 +139,18 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
         config = self.config[command]
         logger = tensorboard_args(config)
         model_dir = Path(logger.save_dir if logger else "tensorboard_logs") / model_name(config)
-        checkpoint = runs.resolve_checkpoint(config.ckpt_path, model_dir, command, runs.recipe(config))
-        saved = runs.read_checkpoint(checkpoint, command, config.model.class_path)
+        checkpoint = folders.resolve_checkpoint(config.ckpt_path, model_dir, command, folders.recipe(config))
+        saved = read_checkpoint(
+            checkpoint, f"--ckpt_path {checkpoint}", resume_as=config.model.class_path if command == "fit" else None
+        )
         config.ckpt_path = str(checkpoint)
         if "weights_only" in config:  # Lightning's own load of the file, after ours, is as safe as ours
             config.weights_only = True
         if command != "fit":  # evaluate with the inputs the model was trained on, as Lightning does the model's args
             config.model.init_args.standardize = saved_standardize(saved)
-        run = runs.run_of_checkpoint(checkpoint)
+        run = folders.run_of_checkpoint(checkpoint)
         if command == "fit" and run is not None:
-            runs.check_resume(checkpoint, checkpoint.parent.parent, config)
+            folders.check_resume(checkpoint, checkpoint.parent.parent, config)
         if logger is not None and run is not None:
             logger.save_dir, logger.name, logger.version = str(run[0]), run[1], run[2]
         if command != "fit" and run is None and not logger_asked(sys.argv[1:] if args is None else args, config):

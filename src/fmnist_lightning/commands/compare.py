@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fmnist_lightning.commands import runs
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.observe.record import METRICS_FILE, UnreadableRecordError, load_run_metrics, number, text
 from fmnist_lightning.registry import ModelInfo, list_models
+from fmnist_lightning.runs.folders import VERSION, run_versions
 
 # metrics.json "status" → (csv value, Markdown label). A "running" file is also what a killed process leaves.
 STATUSES = {
@@ -102,7 +102,7 @@ class Run:
     def sort_key(self) -> tuple[int, str, int, str]:
         models = model_order()
         order = models.index(self.model) if self.model in models else len(models)
-        match = runs.VERSION.fullmatch(self.path.name)
+        match = VERSION.fullmatch(self.path.name)
         return order, self.model, int(match.group(1)) if match else -1, self.path.name
 
 
@@ -112,11 +112,11 @@ def find_run_folders(runs_dir: Path) -> list[Path]:
         raise UserInputError(f"RUNS_DIR not found: {runs_dir}")
     if not runs_dir.is_dir():
         raise UserInputError(f"RUNS_DIR is not a folder: {runs_dir}")
-    if (runs_dir / METRICS_FILE).is_file() or runs.VERSION.fullmatch(runs_dir.resolve().name):
+    if (runs_dir / METRICS_FILE).is_file() or VERSION.fullmatch(runs_dir.resolve().name):
         return [runs_dir]
-    folders = runs.run_versions(runs_dir)
+    folders = run_versions(runs_dir)
     if not folders:
-        folders = [run for model_dir in sorted(runs_dir.iterdir()) for run in runs.run_versions(model_dir)]
+        folders = [run for model_dir in sorted(runs_dir.iterdir()) for run in run_versions(model_dir)]
     if not folders:
         raise UserInputError(
             f"no run folders (<Model>/version_<N>/) in {runs_dir}; "

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist_lightning.commands import runs
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.registry import list_models, model_class
+from fmnist_lightning.runs.checkpoints import INSTANTIATOR
 from fmnist_lightning.safe_files import write_atomically
 from fmnist_lightning.training.module import FashionMNISTClassifier, count_params
 
@@ -233,7 +233,7 @@ def save_converted_checkpoint(model: FashionMNISTClassifier, path: Path, source:
         "hparams_name": "kwargs",
         "hyper_parameters": {  # as LightningCLI records them, so that fmnist_lightning.load builds the class
             "_class_path": f"fmnist_lightning.models.{model_class.__name__}",
-            "_instantiator": runs.INSTANTIATOR,
+            "_instantiator": INSTANTIATOR,
             **model.hparams,
         },
         "converted_from_keras": str(source),

@@ -8,46 +8,27 @@ curves, configs and checkpoints of every fold stay inspectable; the summary goes
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
-import time
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import yaml
-from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser
 from matplotlib.figure import Figure
 
-from fmnist_lightning.commands.cli import FashionMNISTCLI, model_name, tensorboard_args
+from fmnist_lightning.commands.folds import RESERVED, FoldCLI, FoldResult, fit_fold
+from fmnist_lightning.commands.main import CommandParser
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.registry import get_model_info
 from fmnist_lightning.safe_files import first_free_name, numbered
 
-# cv chooses the folds itself; --ckpt_path would start a fold from trained weights
-RESERVED = ("--data.validation", "--data.num_folds", "--data.fold", "--ckpt_path")
 OUTPUTS = ("json", "md", "png")
 
 
-@dataclass
-class FoldResult:
-    """One fold's score: the accuracy (%) of the model at the end of training on the held-out fold."""
-
-    fold: int  # --data.fold, 0-based
-    accuracy: float
-    run: str
-    scored_by: str  # the fit's validation after its last step, or an extra validation of the final model
-    epochs: int
-    val_images: int
-    seconds: float
-
-
-def study_folds(model: str) -> tuple[float, ...] | None:
+def study_fold_accuracies(model: str) -> tuple[float, ...] | None:
     """The study's fold accuracies (%) of ``model`` (a class name, as runs record it) in fold order, the same folds
     as ``--data.fold 0..4``; from the registry (``ModelInfo.study``), None where the study did not cross-validate."""
     try:
@@ -57,47 +38,6 @@ def study_folds(model: str) -> tuple[float, ...] | None:
     return (info.study.fold_accuracies or None) if info.study is not None else None
 
 
-class _LastValidation(Callback):
-    """Remembers the global step of the latest validation: the fit's ``val/acc`` scores the final model only when
-    that validation ran after the last training step (not so with e.g. ``check_val_every_n_epoch`` > 1)."""
-
-    def __init__(self) -> None:
-        self.step: int | None = None
-
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self.step = trainer.global_step
-
-
-class _FoldCLI(FashionMNISTCLI):
-    """The project's CLI for one fold: runs named ``<Model>_cv`` and a record of when validation last ran."""
-
-    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        with warnings.catch_warnings():  # sys.argv holds cv's own command line; the fold's arguments are in args
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-            super().parse_arguments(parser, args)
-
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand]
-        logger = tensorboard_args(config)
-        if logger is not None and logger.name is None:
-            logger.name = f"{model_name(config)}_cv"
-        super().before_instantiate_classes()
-
-    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        trainer = super().instantiate_trainer(**kwargs)
-        self.last_validation = _LastValidation()
-        trainer.callbacks.append(self.last_validation)
-        return trainer
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse's errors as the CLI's one-line ``error: ...``, not a usage message."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserInputError(f"cv: {message}")
-
-
 def cv_command(args: list[str]) -> int:
     """Cross-validate a recipe the study's way; returns the exit code. Bad input is a UserInputError, which
     ``commands.main`` ends with ``error: ...`` and exit status 2; a fold's own error names the fold."""
@@ -105,7 +45,7 @@ def cv_command(args: list[str]) -> int:
     results: list[FoldResult] = []
     for k in range(folds):
         try:
-            result, cli = _fit_fold(passthrough, k, folds)
+            result, cli = fit_fold(passthrough, k, folds)
         except UserInputError as error:
             raise UserInputError(f"fold {k + 1}/{folds} (--data.fold {k}): {error}{_completed(results)}") from None
         except BaseException as error:  # also SystemExit: Lightning exits on Ctrl+C
@@ -126,9 +66,8 @@ def cv_command(args: list[str]) -> int:
 
 def _parse(args: list[str]) -> tuple[int, Path, list[str], list[str]]:
     """cv's own options, and everything else in its original order for the fits (later options override earlier)."""
-    parser = _Parser(
-        prog="python -m fmnist_lightning cv",
-        allow_abbrev=False,
+    parser = CommandParser(
+        "cv",
         description="K-fold cross-validation as in the study: per fold, a fresh `fit` on the other folds, scored on "
         "the held-out fold at the end of training. Other options go to every fold's fit (e.g. --data.data_dir DIR).",
     )
@@ -161,37 +100,6 @@ def _parse(args: list[str]) -> tuple[int, Path, list[str], list[str]]:
     return folds, options.out, configs, passthrough
 
 
-def _fit_fold(passthrough: list[str], fold: int, folds: int) -> tuple[FoldResult, FashionMNISTCLI]:
-    """Fit on all folds but ``fold``; score the final model (not a checkpoint) on ``fold``."""
-    start = time.perf_counter()
-    kfold = ["--data.validation", "kfold", "--data.num_folds", str(folds), "--data.fold", str(fold)]
-    cli = _FoldCLI(["fit", *passthrough, *kfold])
-    trainer = cli.trainer
-    accuracy, scored_by = final_accuracy(cli)
-    result = FoldResult(
-        fold=fold,
-        accuracy=100 * accuracy,
-        run=str(trainer.log_dir),
-        scored_by=scored_by,
-        epochs=trainer.current_epoch,
-        val_images=len(cli.datamodule.val_set),
-        seconds=round(time.perf_counter() - start, 1),
-    )
-    return result, cli
-
-
-def final_accuracy(cli: _FoldCLI) -> tuple[float, str]:
-    """The validation accuracy (a fraction) of the model at the end of a fold's fit, and how it was obtained: the
-    fit's own validation when it ran after the last step, else one more validation (``sweep`` scores trials so)."""
-    trainer = cli.trainer
-    if cli.last_validation.step == trainer.global_step and "val/acc" in trainer.callback_metrics:
-        return trainer.callback_metrics["val/acc"].item(), "validation after the last training step"
-    metrics = trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
-    if not metrics or "val/acc" not in metrics[0]:
-        raise UserInputError("no val/acc after validating the final model: is validation off (limit_val_batches)?")
-    return metrics[0]["val/acc"], "extra validation of the final model after fit"
-
-
 def _completed(results: list[FoldResult]) -> str:
     if not results:
         return "; no fold completed"
@@ -204,10 +112,10 @@ def summary_line(accuracies: list[float] | tuple[float, ...]) -> str:
     return f"Accuracy: mean={np.mean(accuracies):.3f} std={np.std(accuracies):.3f}, n={len(accuracies)}"
 
 
-def _summary(cli: FashionMNISTCLI, results: list[FoldResult], configs: list[str], args: list[str]) -> dict[str, Any]:
+def _summary(cli: FoldCLI, results: list[FoldResult], configs: list[str], args: list[str]) -> dict[str, Any]:
     model = type(cli.model).__name__
     accuracies = [r.accuracy for r in results]
-    study = study_folds(model)
+    study = study_fold_accuracies(model)
     return {
         "model": model,
         "config": configs,

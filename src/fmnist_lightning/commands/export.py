@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from torch.jit import TracerWarning
 
-from fmnist_lightning.commands.predictions import load
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.lightning_private import jit_is_scripting
+from fmnist_lightning.runs.loading import load
 from fmnist_lightning.safe_files import atomic_path
 from fmnist_lightning.training.module import FashionMNISTClassifier
 

@@ -6,9 +6,11 @@ needs when it runs. A ``UserInputError`` from any command ends it with its one-l
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Callable
+from typing import Any, NoReturn
 
 from fmnist_lightning.errors import UserInputError
 
@@ -32,6 +34,18 @@ PROJECT_COMMANDS = {
         "export:export_command",
     ),
 }
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A project command's own options (``cv``, ``sweep``), whose errors end the command as every bad input does:
+    ``error: <command>: ...`` and exit status 2, not argparse's usage text."""
+
+    def __init__(self, command: str, **kwargs: Any) -> None:
+        super().__init__(prog=f"python -m fmnist_lightning {command}", allow_abbrev=False, **kwargs)
+        self.command = command
+
+    def error(self, message: str) -> NoReturn:
+        raise UserInputError(f"{self.command}: {message}")
 
 
 def usage() -> str:

@@ -1,4 +1,4 @@
-"""Predicting users' images: a trained checkpoint as a model (``load``), and the CSV that ``predict`` writes."""
+"""The CSV that ``predict`` writes of users' images (``fmnist_lightning.load`` is ``runs.loading``)."""
 
 from __future__ import annotations
 
@@ -12,32 +12,13 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from fmnist_lightning.commands import checkpoints, runs
 from fmnist_lightning.data.datasets import ImageBatch
 from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.runs.folders import run_folder
 from fmnist_lightning.safe_files import create_first_free, numbered
-from fmnist_lightning.training.module import FashionMNISTClassifier
 from fmnist_lightning.training.prediction import Prediction, rank_classes
 
 CSV_COLUMNS = ("file", "class_index", "class_name", "probability", "top3")
-
-
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> FashionMNISTClassifier:
-    """The model of any project checkpoint (a run's, a published ``weights/*.ckpt``, a converted Keras model), in
-    eval mode; it standardises its inputs as it was trained to (``model.standardize``), so ``predict_images`` and
-    ``model(pixels)`` take plain [0, 1] pixels.
-
-    The file is read by the one safe loader first (``checkpoints.read_checkpoint``: weights only, a registered
-    model), and Lightning's second read is weights-only too, whatever torch's default or the environment say.
-    """
-    path = Path(path)
-    saved = checkpoints.read_checkpoint(path, f"--ckpt_path {path}")  # a damaged or foreign file: UserInputError
-    # on the registered class the file records, not the base: Lightning builds the class the checkpoint names only
-    # through a class whose __init__ takes **kwargs
-    model_class = checkpoints.model_class(saved)
-    with checkpoints.safe_globals():
-        model = model_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    return model.eval()
 
 
 class PredictionCSV(BasePredictionWriter):
@@ -90,8 +71,7 @@ class PredictionCSV(BasePredictionWriter):
 def output_folder(checkpoint: str | None) -> Path:
     """The checkpoint's run folder (``<save_dir>/<Model>/version_<N>/``) when it lies in one, else the current
     directory."""
-    run = runs.run_of_checkpoint(Path(checkpoint)) if checkpoint else None
-    return run[0] / run[1] / f"version_{run[2]}" if run else Path()
+    return (run_folder(Path(checkpoint)) if checkpoint else None) or Path()
 
 
 def open_new_csv(folder: Path) -> IO[str]:

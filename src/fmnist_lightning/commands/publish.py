@@ -22,11 +22,11 @@ import lightning as L
 import torch
 import yaml
 
-from fmnist_lightning.commands import checkpoints, runs
-from fmnist_lightning.commands.predictions import load
 from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.observe.record import METRICS_FILE, UnreadableRecordError, load_run_metrics
+from fmnist_lightning.runs import checkpoints, folders
+from fmnist_lightning.runs.loading import load
 from fmnist_lightning.safe_files import write_atomically
 from fmnist_lightning.training.module import FashionMNISTClassifier, count_params
 from fmnist_lightning.weights import WEIGHTS_DIR
@@ -190,10 +190,10 @@ def publish(options: argparse.Namespace) -> dict[str, Any]:
 
 def run_folder(checkpoint: Path, option: str) -> Path:
     """The run folder a checkpoint was written into, whose config.yaml and metrics.json describe it."""
-    run = runs.run_of_checkpoint(checkpoint)
+    run = folders.run_folder(checkpoint)
     if run is None:
         raise UserInputError(f"{option} {checkpoint} is not inside a run folder (<save_dir>/<Model>/version_N/)")
-    return run[0] / run[1] / f"version_{run[2]}"
+    return run
 
 
 def make_card(
@@ -242,7 +242,7 @@ def reproducing_overrides(configs: list[str], run_config: dict[str, Any]) -> lis
 
 def _settings(config: Any) -> dict[str, Any]:
     trainer = config.get("trainer") or {}
-    return {**runs.recipe(config), **{f"trainer.{key}": trainer.get(key) for key in runs.RUN_LENGTH}}
+    return {**folders.recipe(config), **{f"trainer.{key}": trainer.get(key) for key in folders.RUN_LENGTH}}
 
 
 def _cli_value(value: Any) -> str:

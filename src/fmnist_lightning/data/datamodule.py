@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fmnist_lightning.data import files
 from fmnist_lightning.data.augment import build_augmentation
-from fmnist_lightning.data.datasets import InMemoryImages, UserImages, study_folds, unpack_batch
+from fmnist_lightning.data.datasets import InMemoryImages, UserImages, kfold_indices, unpack_batch
 from fmnist_lightning.data.images import Invert, UnreadableImageError, fashion_mnist_pixels, image_files
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.fashion_mnist import CLASS_NAMES, NUM_CLASSES
@@ -149,7 +149,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
             self.val_set = self.test_set
         else:
             if hp.validation == "kfold":
-                folds = study_folds(len(train_labels), hp.num_folds, hp.split_seed, hp.kfold_shuffle)
+                folds = kfold_indices(len(train_labels), hp.num_folds, hp.split_seed, hp.kfold_shuffle)
                 val_index = torch.from_numpy(folds[hp.fold])
             else:
                 num_val = round(hp.val_size * len(train_labels)) if hp.val_size < 1 else int(hp.val_size)

@@ -90,7 +90,7 @@ def unpack_batch(batch: Any) -> Any:
     return batch
 
 
-def study_folds(num_samples: int, num_folds: int, seed: int, shuffle: bool = True) -> list[np.ndarray]:
+def kfold_indices(num_samples: int, num_folds: int, seed: int, shuffle: bool = True) -> list[np.ndarray]:
     """The validation indices of sklearn's ``KFold(num_folds, shuffle=True, random_state=seed)``, or with ``shuffle``
     off of ``KFold(num_folds)`` (contiguous folds in file order; ``seed`` unused).
 

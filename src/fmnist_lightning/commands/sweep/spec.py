@@ -88,7 +88,7 @@ class SweepSpec:
     trials: int | None  # a search's budget, all workers together; None for a grid (its size)
     pruner: str
     pruner_args: dict[str, Any]
-    validation: str  # "split": the config's own validation set; "kfold": the mean over folds (cv's machinery)
+    validation: str  # "split": the config's own validation set; "kfold": the mean over folds (commands.folds, as cv)
     folds: int
     shuffle: bool
     fixed: dict[str, Any]
@@ -124,10 +124,17 @@ class SweepSpec:
         """What the study was made from, JSON-able: kept in the study, compared when a worker joins or resumes."""
         params = {p.key: p.choices if p.choices is not None else [p.low, p.high, p.step, p.log] for p in self.params}
         record = {
-            "sampler": self.sampler, "sampler_args": self.sampler_args, "trials": self.trials, "pruner": self.pruner,
-            "pruner_args": self.pruner_args, "validation": self.validation, "folds": self.folds,
-            "shuffle": self.shuffle, "fixed": self.fixed, "params": params,
-        }  # fmt: skip
+            "sampler": self.sampler,
+            "sampler_args": self.sampler_args,
+            "trials": self.trials,
+            "pruner": self.pruner,
+            "pruner_args": self.pruner_args,
+            "validation": self.validation,
+            "folds": self.folds,
+            "shuffle": self.shuffle,
+            "fixed": self.fixed,
+            "params": params,
+        }
         return {f"sweep file's {key}": value for key, value in record.items()}
 
 

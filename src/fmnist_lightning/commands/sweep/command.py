@@ -1,13 +1,5 @@
-"""``sweep``: a grid or a search over CLI keys with Optuna, each trial one or more ordinary ``fit`` runs.
-
-The study tuned its custom CNN with scikit-learn's GridSearchCV (configs/sweeps/study_grid.yaml); here a sweep file
-(``sweep_spec``) names CLI keys and their values, the sampler and the objective: one fit's validation accuracy, or
-cv's k-fold mean (each fold ``cv``'s own fit). Every worker runs the same command against one Optuna storage: an
-SQLite file in the sweep's folder by default, a journal file on shared disk or an RDB URL with ``--storage``. A
-grid's points are enqueued once, by the worker that creates the study; trials send heartbeats, so a trial whose
-worker died is failed after the grace period and enqueued again (``RetryHeartbeatStaleTrialCallback``); rerunning
-the command resumes the study. Each worker ends by writing the table, plot and best config (``sweep_report``).
-"""
+"""The sweep's worker: checks the sweep file and the recipe, opens the study, runs trials until the study is done,
+writes the report."""
 
 from __future__ import annotations
 
@@ -18,7 +10,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import optuna
 import torch
@@ -26,24 +18,20 @@ from jsonargparse import ArgumentError
 from lightning.pytorch import Trainer
 from optuna.trial import TrialState
 
-from fmnist_lightning.commands import runs, sweep_report
 from fmnist_lightning.commands.cli import model_name, tensorboard_args
-from fmnist_lightning.commands.cv import RESERVED as CV_RESERVED
-from fmnist_lightning.commands.cv import _fit_fold, _FoldCLI, final_accuracy
-from fmnist_lightning.commands.sweep_spec import SweepSpec, cli_args, load_spec, point_key
-from fmnist_lightning.commands.sweep_storage import duplicate_of, open_storage, open_study
+from fmnist_lightning.commands.folds import RESERVED, FoldCLI, final_accuracy, fit_fold
+from fmnist_lightning.commands.main import CommandParser
+from fmnist_lightning.commands.sweep import report
+from fmnist_lightning.commands.sweep.spec import SweepSpec, cli_args, load_spec, point_key
+from fmnist_lightning.commands.sweep.storage import duplicate_of, open_storage, open_study
 from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.runs.folders import RUN_LENGTH, recipe
 
 # jsonargparse's lines around the reason a value was refused
 NOISE = ("Does not validate against any", "Subtypes:", "Errors:", "Given value", "<class 'NoneType'>", "Problem with")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UserInputError(f"sweep: {message}")
-
-
-class _ParseOnly(_FoldCLI):
+class _ParseOnly(FoldCLI):
     """The CLI's parser and config with nothing instantiated, raising on bad input instead of exiting: the sweep
     checks every key and value with it before a trial trains, and writes the best config with it."""
 
@@ -59,8 +47,8 @@ class _ParseOnly(_FoldCLI):
         pass
 
 
-class _TrialCLI(_FoldCLI):
-    """cv's fold CLI with Optuna's pruning callback, which reports val/acc each epoch and stops a poor trial."""
+class _TrialCLI(FoldCLI):
+    """The fold CLI with Optuna's pruning callback, which reports val/acc each epoch and stops a poor trial."""
 
     pruning: Any = None
 
@@ -83,8 +71,8 @@ def sweep_command(args: list[str]) -> int:
     model = model_name(config)
     folder = Path(logger.save_dir) / f"{model}_sweep" / spec.study_name
     storage = open_storage(options, folder)
-    recipe = {**runs.recipe(config), **{f"trainer.{k}": config.trainer.get(k) for k in runs.RUN_LENGTH[:4]}}
-    record = {**spec.record(), **recipe, "seed_everything": config.seed_everything}
+    trains = {**recipe(config), **{f"trainer.{k}": config.trainer.get(k) for k in RUN_LENGTH[:4]}}
+    record = {**spec.record(), **trains, "seed_everything": config.seed_everything}
     study = open_study(storage, spec, record, create=not options.report)
     if not options.report:
         if "SLURM_NTASKS" in os.environ:  # each srun task is a worker of its own: Lightning's documented switch
@@ -94,14 +82,13 @@ def sweep_command(args: list[str]) -> int:
     def best_config(point: dict[str, Any]) -> str:
         return check.parser.dump(check.parser.parse_args([*passthrough, *spec.fixed_args(), *spec.point_args(point)]))
 
-    done = sweep_report.write(study, spec, folder, best_config, options.storage or folder / "study.db")
+    done = report.write(study, spec, folder, best_config, options.storage or folder / "study.db")
     return 0 if done or options.report else 1
 
 
 def _parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = _Parser(
-        prog="python -m fmnist_lightning sweep",
-        allow_abbrev=False,
+    parser = CommandParser(
+        "sweep",
         description="Grid or search over CLI keys (a sweep file), with Optuna; any number of workers run the same "
         "command on one storage. Other options go to every trial's fit (e.g. --config, --data.data_dir DIR).",
     )
@@ -123,7 +110,7 @@ def _parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def _check_passthrough(passthrough: list[str], spec: SweepSpec) -> None:
     """Options the sweep sets itself, or that the sweep file sets, would be overridden or override silently."""
     given = {arg.split("=", 1)[0].removeprefix("--") for arg in passthrough if arg.startswith("--")}
-    folds = {r.removeprefix("--") for r in CV_RESERVED} | {"data.kfold_shuffle"}
+    folds = {r.removeprefix("--") for r in RESERVED} | {"data.kfold_shuffle"}
     reserved = folds if spec.validation == "kfold" else {"ckpt_path"}
     for key in sorted(given):
         if key in reserved or key.startswith(("trainer.logger.init_args.name", "trainer.logger.init_args.version")):
@@ -180,7 +167,7 @@ def _objective(study: optuna.Study, spec: SweepSpec, passthrough: list[str], run
         for k in range(spec.folds if spec.validation == "kfold" else 1):
             version = cli_args("trainer.logger.init_args.version", k)
             if spec.validation == "kfold":
-                result, cli = _fit_fold([*args, *version], k, spec.folds)
+                result, cli = fit_fold([*args, *version], k, spec.folds)
                 accuracy = result.accuracy / 100
             else:
                 cli = _trial_cli(trial, spec)(["fit", *args, *version])
@@ -197,10 +184,10 @@ def _objective(study: optuna.Study, spec: SweepSpec, passthrough: list[str], run
     return objective
 
 
-def _trial_cli(trial: optuna.Trial, spec: SweepSpec) -> type[_FoldCLI]:
-    """cv's fold CLI, with the pruning callback of this trial when the sweep prunes."""
+def _trial_cli(trial: optuna.Trial, spec: SweepSpec) -> type[FoldCLI]:
+    """The fold CLI, with the pruning callback of this trial when the sweep prunes."""
     if spec.pruner == "none":
-        return _FoldCLI
+        return FoldCLI
     from optuna_integration import PyTorchLightningPruningCallback
 
     return type("_TrialCLI", (_TrialCLI,), {"pruning": PyTorchLightningPruningCallback(trial, "val/acc")})

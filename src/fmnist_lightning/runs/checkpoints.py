@@ -2,8 +2,8 @@
 
 A checkpoint is a pickle, and unpickling a file can run any code the file names. Every load of a user-supplied
 checkpoint goes through ``read_checkpoint`` here, before anything else reads the file: ``test``, ``validate``,
-``predict`` and ``fit --ckpt_path`` (``runs.read_checkpoint``, called while the CLI parses its arguments),
-``publish``, ``export`` and ``fmnist_lightning.load``. It reads the file with torch's weights-only unpickler, which
+``predict`` and ``fit --ckpt_path`` (called while the CLI parses its arguments), ``publish``, ``export`` and
+``fmnist_lightning.load``. It reads the file with torch's weights-only unpickler, which
 builds tensors and plain containers only and refuses a file that names anything else before running any of it, and
 then admits only a Lightning checkpoint of a class registered in ``fmnist_lightning.registry``, built through
 Lightning's own instantiator.
@@ -90,15 +90,28 @@ def _refused_globals(path: Path) -> list[str]:
         return []
 
 
-def read_checkpoint(path: Path, where: str) -> dict[str, Any]:
+def read_checkpoint(path: Path, where: str, resume_as: str | None = None) -> dict[str, Any]:
     """A Lightning checkpoint of a registered model, read safely (``load_safely``); anything else is a one-line
-    ``UserInputError`` starting with ``where``."""
+    ``UserInputError`` starting with ``where``, not Lightning's traceback later.
+
+    ``resume_as`` is the class path of the config that resumes training from the file (``fit --ckpt_path``): the
+    file must then hold a run's training state, of that class.
+    """
     saved = load_safely(path, where)
     if not isinstance(saved, dict) or not {"state_dict", "pytorch-lightning_version"} <= saved.keys():
         raise UserInputError(
             f"{where}: not a Lightning checkpoint; a Keras model of the study converts with convert-keras"
         )
-    model_info(saved, where)
+    info = model_info(saved, where)
+    if resume_as is None:
+        return saved
+    if "optimizer_states" not in saved:
+        raise UserInputError(f"{where}: holds weights only (published or converted); fit resumes a run's last.ckpt")
+    if resume_as not in (info.class_path, *info.aliases):
+        raise UserInputError(
+            f"{where}: a {info.class_name} checkpoint, but the config trains {resume_as.rpartition('.')[2]}; "
+            "resume with the config the run was trained with (its config.yaml)"
+        )
     return saved
 
 
@@ -136,8 +149,3 @@ def _registered(class_path: Any) -> registry.ModelInfo | None:
     except UserInputError:
         return None
     return info if class_path in (info.class_path, *info.aliases) else None
-
-
-def model_class(saved: dict[str, Any]) -> type:
-    """The registered class of a checkpoint read by ``read_checkpoint`` (imported on first use)."""
-    return registry.model_class(saved["hyper_parameters"]["_class_path"])

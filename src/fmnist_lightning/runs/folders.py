@@ -27,8 +27,6 @@ from typing import Any
 import yaml
 from jsonargparse import Namespace
 
-from fmnist_lightning.commands import checkpoints
-from fmnist_lightning.commands.checkpoints import INSTANTIATOR as INSTANTIATOR  # where convert-keras finds it
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.safe_files import first_free_name, numbered
 
@@ -158,25 +156,6 @@ def _length_from_trainer(config: Mapping[str, Any]) -> bool:
     return str(scheduler.get("class_path", "")).endswith("OneCycleLR") and not sized
 
 
-def read_checkpoint(checkpoint: Path, command: str, config_class_path: str) -> dict[str, Any]:
-    """The checkpoint's contents, read by the one safe loader (``checkpoints.read_checkpoint``: weights only, a
-    registered model), after the checks that turn Lightning's tracebacks for a damaged or unsuitable file into one
-    line. The CLI calls it while parsing its arguments, before Lightning reads the file itself."""
-    where = f"--ckpt_path {checkpoint}"
-    saved = checkpoints.read_checkpoint(checkpoint, where)
-    if command == "fit":
-        info = checkpoints.model_info(saved, where)
-        if "optimizer_states" not in saved:
-            raise UserInputError(f"{where}: holds weights only (published or converted); fit resumes a run's last.ckpt")
-        if config_class_path not in (info.class_path, *info.aliases):
-            trains = config_class_path.rpartition(".")[2]
-            raise UserInputError(
-                f"{where}: a {info.class_name} checkpoint, but the config trains {trains}; "
-                "resume with the config the run was trained with (its config.yaml)"
-            )
-    return saved
-
-
 def run_of_checkpoint(checkpoint: Path) -> tuple[Path, str, int] | None:
     """``(save_dir, name, version)`` when the checkpoint lies in ``<save_dir>/<name>/version_<N>/checkpoints/``."""
     folder = Path(os.path.normpath(checkpoint)).parent  # kept relative: ModelCheckpoint compares dirpaths as text
@@ -184,6 +163,12 @@ def run_of_checkpoint(checkpoint: Path) -> tuple[Path, str, int] | None:
     if folder.name != "checkpoints" or match is None:
         return None
     return folder.parent.parent.parent, folder.parent.parent.name, int(match.group(1))
+
+
+def run_folder(checkpoint: Path) -> Path | None:
+    """``<save_dir>/<name>/version_<N>/`` when the checkpoint lies in its ``checkpoints/``, else None."""
+    run = run_of_checkpoint(checkpoint)
+    return run[0] / run[1] / f"version_{run[2]}" if run else None
 
 
 def free_config_name(log_dir: Path, command: str) -> str:

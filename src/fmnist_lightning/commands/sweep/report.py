@@ -20,7 +20,7 @@ import optuna
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
-from fmnist_lightning.commands.sweep_spec import SweepSpec, point_key
+from fmnist_lightning.commands.sweep.spec import SweepSpec, point_key
 from fmnist_lightning.safe_files import write_atomically
 
 
@@ -91,8 +91,8 @@ def write(
             print(f"{row.rank}. {100 * row.value:.3f} %  {_labels(row.point, names)}  (trial {row.trial.number})")
     left = [row for row in table if row.value is None]
     if spec.is_grid and left:
-        print(f"{len(left)} of {len(table)} points without a completed trial: " + ", ".join(
-            sorted({row.status for row in left})))  # fmt: skip
+        statuses = ", ".join(sorted({row.status for row in left}))
+        print(f"{len(left)} of {len(table)} points without a completed trial: {statuses}")
     print(f"wrote {folder}/results.md, results.csv, results.png" + (", best.yaml" if ranked else ""))
     return done
 
@@ -180,8 +180,14 @@ def _plot(table: list[Row], spec: SweepSpec, names: dict[str, str]) -> Figure:
                 ours = [100 * row.value for row in done if row.point[param.key] == label]
                 theirs = [100 * row.reference[0] for row in table if row.reference and row.point[param.key] == label]
                 axes.scatter(i - 0.08 + np.linspace(-0.05, 0.05, len(ours)), ours, s=16, color="tab:blue", zorder=3)
-                axes.scatter(i + 0.08 + np.linspace(-0.05, 0.05, len(theirs)), theirs, s=16, facecolors="none",
-                             edgecolors="tab:orange", zorder=3)  # fmt: skip
+                axes.scatter(
+                    i + 0.08 + np.linspace(-0.05, 0.05, len(theirs)),
+                    theirs,
+                    s=16,
+                    facecolors="none",
+                    edgecolors="tab:orange",
+                    zorder=3,
+                )
                 if ours:
                     axes.hlines(statistics.fmean(ours), i - 0.25, i + 0.25, color="tab:blue", lw=2)
             axes.set_xticks(range(len(labels)), [str(label) for label in labels])

@@ -18,7 +18,7 @@ from optuna.storages._heartbeat import BaseHeartbeat  # the interface optimize()
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from fmnist_lightning.commands.sweep_spec import PRUNERS, SAMPLERS, SweepSpec, point_key
+from fmnist_lightning.commands.sweep.spec import PRUNERS, SAMPLERS, SweepSpec, point_key
 from fmnist_lightning.errors import UserInputError
 
 
