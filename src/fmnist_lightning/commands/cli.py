@@ -22,7 +22,7 @@ from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.lightning_private import TrainerWithoutDuplicateBar
 from fmnist_lightning.observe import fit_summary
-from fmnist_lightning.observe.evaluation import tensorboard_logger
+from fmnist_lightning.observe.evaluation import EvaluationFigures, tensorboard_logger
 from fmnist_lightning.observe.graph import NetworkGraph
 from fmnist_lightning.observe.progress import BatchProgressBar, network_summary_like
 from fmnist_lightning.observe.run_metrics import RunMetrics
@@ -77,6 +77,7 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
         # "last" is rewritten at the end of every epoch
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(RunMetrics, "run_metrics")
+        parser.add_lightning_class_args(EvaluationFigures, "figures")
         parser.add_lightning_class_args(SaveOnInterrupt, "save_on_interrupt")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         # Lightning's default bar is Rich's when rich is installed (keras brings it): it redraws on every step, which

@@ -11,14 +11,12 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from fmnist_lightning.data.images import ImageSource, Invert
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.fashion_mnist import CLASS_NAMES, MEAN, NUM_CLASSES, STD
+from fmnist_lightning.fashion_mnist import CLASS_NAMES, MEAN, STD
 from fmnist_lightning.lightning_private import should_update_logs
 from fmnist_lightning.networks.keras_layers import KerasRunningVar, RunningVarUpdate
-from fmnist_lightning.observe.evaluation import TestSamples, log_confusion_matrix
 from fmnist_lightning.training import multi_step
 from fmnist_lightning.training.precision import use_float32_matmul_precision
 from fmnist_lightning.training.prediction import Prediction, predict_images
@@ -132,10 +130,6 @@ class FashionMNISTClassifier(L.LightningModule):
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
         self._epoch_sums: dict[str, torch.Tensor] = {}  # stage → (sum of losses, correct predictions)
         self._epoch_counts: dict[str, int] = {}
-        self.val_confmat = MulticlassConfusionMatrix(NUM_CLASSES)
-        self.test_confmat = MulticlassConfusionMatrix(NUM_CLASSES)
-        self.confusion_matrices: dict[str, torch.Tensor] = {}
-        self.test_samples = TestSamples()
         self._plain_steps = False  # set when fit starts
 
     def setup(self, stage: str) -> None:
@@ -187,8 +181,10 @@ class FashionMNISTClassifier(L.LightningModule):
         """
         return F.cross_entropy(logits, targets, reduction=reduction)
 
-    def step_on_batch(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch's loss and number of correct predictions; adds them to the epoch's sums."""
+    def step_on_batch(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's loss, accuracy and logits; adds the loss and the correct predictions to the epoch's sums."""
         images, targets = batch
         logits = self._evaluate(images, stage)
         loss = self.loss(logits, targets)
@@ -201,11 +197,7 @@ class FashionMNISTClassifier(L.LightningModule):
         batch_sums = torch.stack((loss.detach() * len(images), correct.to(loss.dtype)))
         self._epoch_sums[stage] = self._epoch_sums.get(stage, 0) + batch_sums
         self._epoch_counts[stage] = self._epoch_counts.get(stage, 0) + len(images)
-        if stage != "train":
-            getattr(self, f"{stage}_confmat").update(logits, labels)
-        if stage == "test":
-            self.test_samples.add(images, labels, logits)
-        return loss, correct / len(images)
+        return loss, correct / len(images), logits
 
     def _log_epoch(self, stage: str, suffix: str = "") -> None:
         """The epoch's loss and accuracy over all its batches (and all DDP ranks: the metrics sync)."""
@@ -220,7 +212,7 @@ class FashionMNISTClassifier(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         """One optimizer step, or with ``steps_per_execution`` > 1 one on each batch of the list ``batch``."""
         if self.automatic_optimization:
-            loss, accuracy = self.step_on_batch(batch, "train")
+            loss, accuracy, _ = self.step_on_batch(batch, "train")
         else:
             loss, accuracy = multi_step.take_steps(self, batch, self._plain_steps)
         # per step only on the steps the logger writes (each self.log moves its value to the device: ~2 ms); the
@@ -238,11 +230,13 @@ class FashionMNISTClassifier(L.LightningModule):
         if not self.automatic_optimization:
             multi_step.step_schedulers(self, "epoch")
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.step_on_batch(batch, "val")
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """The batch's logits, for callbacks that look at the predictions (``observe.evaluation``)."""
+        return self.step_on_batch(batch, "val")[2].detach()
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.step_on_batch(batch, "test")
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """The batch's logits (with ``tta_flip``: the log of the mean probabilities), for callbacks."""
+        return self.step_on_batch(batch, "test")[2].detach()
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities (the Keras model's softmax output)."""
@@ -262,27 +256,11 @@ class FashionMNISTClassifier(L.LightningModule):
         """Classes of image files or PIL images (``fmnist_lightning.training.prediction.predict_images``)."""
         return predict_images(self, images, invert)
 
-    def _finish_confusion_matrix(self, stage: str) -> None:
-        """The epoch's confusion matrix, synced across DDP ranks, kept and logged (``observe.evaluation``)."""
-        confmat = getattr(self, f"{stage}_confmat")
-        matrix = confmat.compute()
-        confmat.reset()
-        if self.trainer.sanity_checking:
-            return
-        self.confusion_matrices[stage] = matrix.cpu()
-        log_confusion_matrix(self, stage, matrix)
-
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
-        self._finish_confusion_matrix("val")
-
-    def on_test_epoch_start(self) -> None:
-        self.test_samples = TestSamples()
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
-        self._finish_confusion_matrix("test")
-        self.test_samples.log(self)
 
     def configure_optimizers(self) -> Any:
         from fmnist_lightning.training.schedules import configure_optimizers
