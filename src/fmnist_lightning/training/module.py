@@ -18,7 +18,7 @@ from fmnist_lightning.fashion_mnist import CLASS_NAMES, MEAN, STD
 from fmnist_lightning.lightning_private import should_update_logs
 from fmnist_lightning.networks.keras_layers import KerasRunningVar, RunningVarUpdate
 from fmnist_lightning.training import multi_step
-from fmnist_lightning.training.precision import use_float32_matmul_precision
+from fmnist_lightning.training.old_checkpoints import saved_standardize
 from fmnist_lightning.training.prediction import Prediction, predict_images
 
 STAGES = ("train", "val", "test")
@@ -53,19 +53,10 @@ class FashionMNISTClassifier(L.LightningModule):
         scheduler_interval: ``epoch`` or ``step``.
         warmup: Scheduler intervals (epochs, or steps) over which the learning rate rises linearly from 1 % to the
             optimizer's, before ``lr_scheduler`` (which then starts its own schedule; set its length to the rest).
-        channels_last: Train in channels-last memory (NHWC), faster for the convolutions on CPU and GPU. The
-            study's batch norm keeps exact batch statistics in that layout (``ExactBatchNorm2d``), and so Keras
-            parity.
         bn_running_var: How training updates the running variance of the network's Keras-style BatchNorms, which
             evaluation uses: "keras", the batch's biased variance (÷ n) as Keras's BatchNormalization (the study
             configs set it); "torch", the unbiased one (÷ (n − 1)), as torch and this project's own recipes (the
             default: checkpoints evaluate the same under either). No effect on a network without them.
-        compile: ``torch.compile`` the network (``nn.Module.compile``: checkpoints keep their keys).
-        compile_mode: torch.compile's ``mode`` with ``compile``: ``reduce-overhead`` replays each step's kernels as
-            CUDA graphs (one launch instead of one per kernel), ``max-autotune`` autotunes; None: torch's default.
-        float32_matmul_precision: What float32 matrix multiplications may use on a CUDA GPU
-            (``torch.set_float32_matmul_precision``): ``high`` (TF32 tensor cores, as cuDNN's convolutions already
-            do), ``medium`` (bfloat16) or ``highest`` (float32); CPU runs keep float32 (``training/precision.py``).
         tta_flip: Test-time augmentation in ``test`` and ``predict``: the mean of the class probabilities of each
             image and its mirror image.
         steps_per_execution: Optimizer steps per Lightning training step (Keras's ``steps_per_execution``,
@@ -91,22 +82,13 @@ class FashionMNISTClassifier(L.LightningModule):
         scheduler_monitor: str = "val/loss",
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         warmup: int = 0,
-        channels_last: bool = False,
         bn_running_var: RunningVarUpdate = "torch",
-        compile: bool = False,
-        compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None,
-        float32_matmul_precision: Literal["highest", "high", "medium"] = "high",
         tta_flip: bool = False,
         steps_per_execution: int = 1,
     ) -> None:
         super().__init__()
         if warmup < 0:
             raise UserInputError(f"--model.init_args.warmup must be ≥ 0 scheduler intervals, got {warmup}")
-        if compile_mode is not None and not compile:
-            raise UserInputError(
-                f"--model.init_args.compile_mode {compile_mode} is a mode of torch.compile: add "
-                "--model.init_args.compile true"
-            )
         if steps_per_execution < 1:
             raise UserInputError(f"--model.init_args.steps_per_execution must be ≥ 1, got {steps_per_execution}")
         # Lightning steps the optimizer once per training step; several steps per training step are manual
@@ -132,25 +114,6 @@ class FashionMNISTClassifier(L.LightningModule):
         self._epoch_counts: dict[str, int] = {}
         self._plain_steps = False  # set when fit starts
 
-    def setup(self, stage: str) -> None:
-        try:
-            device = self.trainer.strategy.root_device  # where the model is going; it is still on the CPU here
-        except RuntimeError:  # not attached to a trainer: a script calls setup itself (the benchmarks' bare loops)
-            device = self.device
-        self.use_float32_matmul_precision(device)
-        if self.hparams.channels_last:  # idempotent: setup runs again for every Trainer stage
-            self.net.to(memory_format=torch.channels_last)
-        if self.hparams.compile and not getattr(self, "_compiled", False):
-            # one graph per input shape: fit meets a few (the summary's single image, the training and evaluation
-            # batches, the epochs' last batches), and torch's default turns dynamic at the second shape, whose
-            # kernels were ~5 % slower a step here (SeedEfficientNet: 14-18 % faster than eager against 8-10 %)
-            self.net.compile(dynamic=False, mode=self.hparams.get("compile_mode"))
-            self._compiled = True
-
-    def use_float32_matmul_precision(self, device: torch.device) -> None:
-        """Sets ``float32_matmul_precision`` for a CUDA ``device`` (see the class's Args); says so once."""
-        use_float32_matmul_precision(self.hparams.get("float32_matmul_precision", "high"), device)
-
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """What happens to the [0, 1] pixels before the network: the standardisation, if the model has one."""
         # torchvision's normalize, as the data pipeline applied it before the model owned it: the same arithmetic
@@ -165,10 +128,6 @@ class FashionMNISTClassifier(L.LightningModule):
 
     def _evaluate(self, images: torch.Tensor, stage: str) -> torch.Tensor:
         """Logits; with ``tta_flip`` in test and predict, the log of the mean probabilities of image and mirror."""
-        if self.hparams.get("compile_mode") == "reduce-overhead":
-            # a new step for the CUDA graphs: their outputs of the last step may be overwritten from here on (torch
-            # cannot tell a training loop's steps apart by itself)
-            torch.compiler.cudagraph_mark_step_begin()
         logits = self(images)
         if self.hparams.tta_flip and stage in ("test", "predict"):
             return ((logits.softmax(dim=1) + self(images.flip(-1)).softmax(dim=1)) / 2).log()
@@ -266,12 +225,3 @@ class FashionMNISTClassifier(L.LightningModule):
         from fmnist_lightning.training.schedules import configure_optimizers
 
         return configure_optimizers(self)  # the optimizer; the scheduler, its warm-up and its length (schedules.py)
-
-
-def saved_standardize(checkpoint: dict[str, Any]) -> bool:
-    """Whether a checkpoint's model standardises its inputs: its own hyperparameter, or in checkpoints written before
-    the model owned it, the data module's ``standardize``."""
-    hparams = checkpoint.get("hyper_parameters") or {}
-    if "standardize" in hparams:
-        return bool(hparams["standardize"])
-    return bool((checkpoint.get("datamodule_hyper_parameters") or {}).get("standardize"))
