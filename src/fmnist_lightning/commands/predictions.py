@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import sys
 from collections import Counter
 from pathlib import Path
@@ -18,7 +17,6 @@ from fmnist_lightning.data.datasets import ImageBatch
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.safe_files import create_first_free, numbered
 from fmnist_lightning.training.module import FashionMNISTClassifier
-from fmnist_lightning.training.old_checkpoints import current_hyperparameters
 from fmnist_lightning.training.prediction import Prediction, rank_classes
 
 CSV_COLUMNS = ("file", "class_index", "class_name", "probability", "top3")
@@ -37,14 +35,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> FashionM
     # on the registered class the file records, not the base: Lightning builds the class the checkpoint names only
     # through a class whose __init__ takes **kwargs
     model_class = checkpoints.model_class(saved)
-    # Lightning builds the model from the file's hyperparameters as they are; a file of an earlier version gets
-    # them as the model takes them now (training/old_checkpoints.py), through an in-memory copy
-    saved["hyper_parameters"] = current_hyperparameters(saved["hyper_parameters"])
-    copy = io.BytesIO()
-    torch.save(saved, copy)
-    copy.seek(0)
     with checkpoints.safe_globals():
-        model = model_class.load_from_checkpoint(copy, map_location=map_location, weights_only=True)
+        model = model_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
     return model.eval()
 
 

@@ -18,7 +18,7 @@ from fmnist_lightning.fashion_mnist import CLASS_NAMES, MEAN, STD
 from fmnist_lightning.lightning_private import should_update_logs
 from fmnist_lightning.networks.keras_layers import KerasRunningVar, RunningVarUpdate
 from fmnist_lightning.training import multi_step
-from fmnist_lightning.training.old_checkpoints import saved_standardize
+from fmnist_lightning.training.old_checkpoints import current_checkpoint, saved_standardize
 from fmnist_lightning.training.prediction import Prediction, predict_images
 
 STAGES = ("train", "val", "test")
@@ -205,6 +205,14 @@ class FashionMNISTClassifier(L.LightningModule):
     def on_fit_start(self) -> None:
         multi_step.check_data(self.hparams.steps_per_execution, self.trainer.datamodule)
         self._plain_steps = not self.automatic_optimization and multi_step.plain_steps_possible(self)
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: Any, map_location: Any = None, *args: Any, weights_only: bool | None = None, **kwargs: Any
+    ) -> FashionMNISTClassifier:
+        """Lightning's, for a checkpoint of an earlier version too (``training/old_checkpoints.py``)."""
+        checkpoint = current_checkpoint(checkpoint_path, weights_only)
+        return super().load_from_checkpoint(checkpoint, map_location, *args, weights_only=weights_only, **kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checkpoints from before the model owned its standardisation record it as the data module's setting."""
