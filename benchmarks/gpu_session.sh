@@ -26,8 +26,8 @@ for stage in "${stages[@]}"; do
     throughput) timeout "${THROUGHPUT_S:-300}" python3 benchmarks/gpu_throughput.py --data-dir "$DATA" \
         --epochs 2 --repeats 1 --images 30000 ;;
     compiled) timeout "${THROUGHPUT_S:-300}" python3 benchmarks/gpu_throughput.py --data-dir "$DATA" \
-        --epochs 2 --repeats 1 --images 30000 --set model.init_args.compile=true \
-        --set model.init_args.compile_mode=reduce-overhead --out "$OUT/gpu_throughput_compiled.json" ;;
+        --epochs 2 --repeats 1 --images 30000 --set speed.compile=true \
+        --set speed.compile_mode=reduce-overhead --out "$OUT/gpu_throughput_compiled.json" ;;
     tta93) timeout "${TTA_S:-120}" python3 benchmarks/time_to_accuracy.py --config configs/fast93.yaml \
         --overlay configs/gpu_bf16.yaml --target 0.93 --ckpt last --seeds 1 --data-dir "$DATA" \
         --logs "$T/tta93" ;;

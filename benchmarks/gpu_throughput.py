@@ -6,7 +6,7 @@ For each config (``--configs``; the four study recipes and the project's ``fast`
   (``configs/gpu_bf16.yaml``, which adds bf16 mixed precision, for the project's own recipes): the data on the
   device, TF32 matrix products, large evaluation batches;
 - ``fit_today``: the same ``fit`` as it ran on a GPU before those defaults: ``--trainer.accelerator gpu
-  --trainer.devices 1 --data.on_device false --model.init_args.float32_matmul_precision highest``, the recipe's own
+  --trainer.devices 1 --data.on_device false --speed.float32_matmul_precision highest``, the recipe's own
   precision;
 - ``bare``: the plainest loop that does fit_gpu's work: the same model (built by the CLI from fit_gpu's arguments,
   with its channels-last and compile options and its TF32 setting), optimizer, precision (``torch.autocast`` to
@@ -79,7 +79,7 @@ def config_args(config: str, way: str, options: argparse.Namespace) -> list[str]
     args = ["--config", str(ROOT / "configs" / f"{config}.yaml")]
     if way == "fit_today":
         args += ["--trainer.accelerator", options.accelerator, "--trainer.devices", "1", "--data.on_device", "false"]
-        args += ["--model.init_args.float32_matmul_precision", "highest"]
+        args += ["--speed.float32_matmul_precision", "highest"]
     else:  # fit_gpu, and the bare loop built from its arguments
         args += ["--config", str(overlay(config))]
         args += ["--trainer.accelerator", "cpu"] if options.accelerator == "cpu" else []
@@ -153,6 +153,7 @@ def run_bare(config: str, options: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from fmnist_lightning.commands.cli import FashionMNISTCLI
+    from fmnist_lightning.training.speed import speed_settings_of
 
     cli = FashionMNISTCLI([*config_args(config, "fit_gpu", options), "--trainer.logger", "false"], run=False)
     model, data, device = cli.model, cli.datamodule, cli.trainer.strategy.root_device
@@ -169,7 +170,8 @@ def run_bare(config: str, options: argparse.Namespace) -> dict[str, Any]:
     model.to(device)
     model.train()
     flop_per_image = step_flops(model, images[:size], targets[:size]) / size  # eager, before the model compiles
-    model.setup("fit")  # the model's own options on the device: channels_last, compile and its mode, TF32 on CUDA
+    speed = speed_settings_of(cli.trainer)  # the config's channels_last, compile and its mode, TF32 on CUDA
+    speed.setup(cli.trainer, model, "fit")
 
     def autocast() -> contextlib.AbstractContextManager:  # what Lightning's bf16-mixed does around a step
         bf16 = precision == "bf16-mixed"
@@ -194,7 +196,7 @@ def run_bare(config: str, options: argparse.Namespace) -> dict[str, Any]:
         "images_per_s_by_epoch": throughput,
         "device": device.type,
         "precision": precision,
-        "float32_matmul_precision": model.hparams.get("float32_matmul_precision", "highest"),
+        "float32_matmul_precision": speed.float32_matmul_precision,
         "flop_per_image": flop_per_image,
         "batch_size": size,
     }
@@ -334,7 +336,7 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a CLI setting added to fit_gpu and the bare loop, to measure a variant of the GPU defaults, e.g. "
-        "model.init_args.compile=true (repeatable; write such a run to its own --out)",
+        "speed.compile=true (repeatable; write such a run to its own --out)",
     )
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "fashion-mnist"))
     parser.add_argument(
@@ -345,7 +347,7 @@ def main() -> None:
     options = parser.parse_args()
     options.images = images_per_model(options.images, parser, CONFIGS)
     if any("=" not in setting or setting.startswith("-") for setting in options.set):
-        parser.error(f"--set takes KEY=VALUE without leading dashes, e.g. model.init_args.compile=true: {options.set}")
+        parser.error(f"--set takes KEY=VALUE without leading dashes, e.g. speed.compile=true: {options.set}")
     if options.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch is warm-up")
     import lightning  # noqa: F401  (sets its loggers' levels as it is imported)

@@ -13,7 +13,7 @@ alike. No augmentation, so that the three do the same work. An epoch here is the
 (the throughput of a full epoch, in less time); ``fit`` gets it as ``--trainer.limit_train_batches``. A model may get
 its own count (``--images 20000 lenet=60000``): the fast ones need more images for epochs of several seconds (a
 10,000-image LeNet-5 epoch takes under a second on a 2-core CPU, shorter than a shared VM's swings).
-``--channels-last`` measures ``fit`` and ``bare`` with the models' ``channels_last`` option. Usage::
+``--channels-last`` measures ``fit`` and ``bare`` with ``--speed.channels_last``. Usage::
 
     python benchmarks/throughput.py --data-dir ../shared/data/fashion-mnist [--models lenet custom_cnn] [--epochs 3]
 
@@ -76,13 +76,14 @@ def run_bare(config: Path, options: argparse.Namespace) -> dict[str, Any]:
     import torch.nn.functional as F
 
     from fmnist_lightning.commands.cli import FashionMNISTCLI
+    from fmnist_lightning.training.speed import speed_settings_of
 
     cli = FashionMNISTCLI(["--config", str(config), *torch_args(options), "--trainer.logger", "false"], run=False)
     model, data = cli.model, cli.datamodule
     torch.manual_seed(cli.config.seed_everything or 0)
     data.prepare_data()
     data.setup("fit")
-    model.setup("fit")  # the model's own options (channels_last, compile)
+    speed_settings_of(cli.trainer).setup(cli.trainer, model, "fit")  # the config's channels_last, compile
     images, targets = data.train_set.__getitems__(range(options.images))  # float, one-hot, all in memory
     batch_size = data.hparams.batch_size
     optimizer = model.optimizer(model.parameters())
@@ -182,7 +183,7 @@ def images_per_model(
 def torch_args(options: argparse.Namespace) -> list[str]:
     """The CLI arguments shared by ``fit`` and ``bare``: no augmentation, and the speed options asked for."""
     args = ["--data.data_dir", options.data_dir, "--data.augment", "false"]
-    return args + (["--model.init_args.channels_last", "true"] if options.channels_last else [])
+    return args + (["--speed.channels_last", "true"] if options.channels_last else [])
 
 
 def worker(options: argparse.Namespace) -> None:

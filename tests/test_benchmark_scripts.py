@@ -183,7 +183,7 @@ def test_gpu_throughput_measures_three_ways_on_the_cpu(rerun_data: Path, tmp_pat
     process, their ratios, and the FLOPs of a training step; no peak on a CPU."""
     out = tmp_path / "gpu_throughput.json"
     options = ["--accelerator", "cpu", "--configs", "lenet", "--epochs", "2", "--repeats", "1", "--images", "1024"]
-    options += ["--set", "model.init_args.channels_last=false"]  # a variant of the GPU defaults (lenet.yaml: true)
+    options += ["--set", "speed.channels_last=false"]  # a variant of the GPU defaults (lenet.yaml: true)
     done = subprocess.run(
         [
             sys.executable,

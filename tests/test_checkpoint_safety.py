@@ -224,7 +224,7 @@ def test_a_runs_checkpoints_pass_the_safe_load_with_no_extra_types(tmp_path, tin
     configs = [str(REPO / arg) if arg.startswith("configs/") else arg for arg in RECIPES[recipe]]
     args = ["fit", *[item for arg in configs for item in (("--config", arg) if arg.endswith(".yaml") else (arg,))]]
     args += ["--data.data_dir", str(tiny_data), "--data.val_size", "0.2", "--trainer.max_epochs", "1"]
-    args += ["--model.init_args.compile", "false", "--trainer.enable_progress_bar", "false"]
+    args += ["--speed.compile", "false", "--trainer.enable_progress_bar", "false"]
     args += ["--run_metrics.latency", "false", "--run_metrics.activation_memory", "false"]
     FashionMNISTCLI(args)
     for path in sorted(tmp_path.glob("tensorboard_logs/*/version_0/checkpoints/*.ckpt")):

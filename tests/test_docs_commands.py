@@ -288,7 +288,7 @@ def test_a_cheap_documented_command_runs(command: DocCommand, doc_inputs: dict[s
             args += ["--data.data_dir", doc_inputs["DATA_DIR"]]
         if any("compile: true" in (REPO / config).read_text() for config in command.configs):
             # compiling costs 15-30 s a model on 2 cores; tests/test_speed_options.py and the parity tests compile
-            args += ["--model.init_args.compile", "false"]
+            args += ["--speed.compile", "false"]
     done = run_fmnist(args, tmp_path)
     assert done.returncode == 0, (
         f"{command.shell.where}: {shlex.join(args)}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"

@@ -24,6 +24,7 @@ from fmnist_lightning.models import (
     LeNet5,
     WideResNet,
 )
+from fmnist_lightning.training.speed import SpeedSettings
 from support import REPO, write_checkpoint
 
 # the tests load the TorchScript files with torch.jit.load, deprecated in torch 2.14 like all of TorchScript
@@ -33,18 +34,18 @@ ONNX_TOLERANCE, TORCHSCRIPT_TOLERANCE = 1e-5, 1e-6
 # the two largest models at their smallest sizes, same blocks, a fraction of the export time: timm's test EfficientNet
 # (the inverted residuals, squeeze-excitation and drop path of the default efficientnet_b0) and WRN-10-1
 SMALL = {EfficientNet: {"model_name": "test_efficientnet"}, WideResNet: {"depth": 10, "widen_factor": 1}}
-# (model, its hyperparameters, whether it standardises its inputs): every model, then standardisation with test-time
-# flips, and the speed options that must not reach the exported file
-CASES = [(model_class, SMALL.get(model_class, {}), False) for model_class in MODELS] + [
-    (LeNet5, {"tta_flip": True}, True),
-    (FastCNN, {"channels_last": True, "compile": True}, True),
+# (model, its hyperparameters, whether it standardises its inputs, the speed settings it trained with): every model,
+# then standardisation with test-time flips, and the speed settings that must not reach the exported file
+CASES = [(model_class, SMALL.get(model_class, {}), False, {}) for model_class in MODELS] + [
+    (LeNet5, {"tta_flip": True}, True, {}),
+    (FastCNN, {}, True, {"channels_last": True, "compile": True}),
 ]
 
 
-def case_id(case: tuple[type[FashionMNISTClassifier], dict, bool]) -> str:
-    model_class, hparams, standardize = case
-    flags = [name for name, value in hparams.items() if value is True] + (["standardize"] if standardize else [])
-    return "-".join([model_class.__name__, *flags])
+def case_id(case: tuple[type[FashionMNISTClassifier], dict, bool, dict]) -> str:
+    model_class, hparams, standardize, speed = case
+    flags = [name for name, value in {**hparams, **speed}.items() if value is True]
+    return "-".join([model_class.__name__, *flags, *(["standardize"] if standardize else [])])
 
 
 def predict_probabilities(model: FashionMNISTClassifier, images: torch.Tensor, standardize: bool) -> np.ndarray:
@@ -84,9 +85,10 @@ def export_ok(capsys: pytest.CaptureFixture, *args: str) -> None:
 @pytest.mark.parametrize("export_format", RUNNERS)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_exported_file_gives_the_models_probabilities_for_any_batch_size(tmp_path, capsys, case, export_format):
-    model_class, hparams, standardize = case
+    model_class, hparams, standardize, speed = case
     torch.manual_seed(0)
     model = model_class(**hparams, standardize=standardize).eval()
+    SpeedSettings(**speed).apply(model)
     checkpoint = write_checkpoint(model, tmp_path / "model.ckpt")
     out = tmp_path / f"model.{export_format}"
     export_ok(capsys, "--ckpt_path", str(checkpoint), "--format", export_format, "--out", str(out))

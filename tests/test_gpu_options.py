@@ -1,5 +1,6 @@
 """The GPU options, checked on the CPU: the overlays compose with every recipe, TF32 is set only for a CUDA device
-and said once, a compile mode needs compile. (tests/test_gpu.py runs them on a GPU.)"""
+and said once, a compile mode needs compile, the model's former speed flags still work. (tests/test_gpu.py runs them
+on a GPU.)"""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import torch
 
 from fmnist_lightning import UserInputError
 from fmnist_lightning.commands.cli import FashionMNISTCLI
-from fmnist_lightning.models import LeNet5
+from fmnist_lightning.training.speed import SpeedSettings, speed_settings_of, use_float32_matmul_precision
 from support import REPO
 
 STUDY = ("lenet", "brownlee", "custom_cnn", "seed_efficientnet")
 OWN = ("fast", "fast93", "efficientnet", "best")
+CUDA = torch.device("cuda", 0)
 
 
 @pytest.mark.parametrize(("recipe", "overlay"), [(r, "gpu") for r in STUDY] + [(r, "gpu_bf16") for r in OWN])
@@ -29,7 +31,8 @@ def test_a_gpu_overlay_composes_with_every_recipe(recipe, overlay, tiny_data, mo
     # parsed for the CPU, which this machine has: the overlay's own accelerator is what is replaced
     cli = FashionMNISTCLI([*configs, "--data.data_dir", str(tiny_data), "--trainer.accelerator", "cpu"], run=False)
     data, model = cli.datamodule.hparams, cli.model.hparams
-    assert data.on_device is True and data.eval_batch_size == 10_000 and model.float32_matmul_precision == "high"
+    assert data.on_device is True and data.eval_batch_size == 10_000
+    assert speed_settings_of(cli.trainer).float32_matmul_precision == "high"
     assert str(cli.trainer.precision) == ("bf16-mixed" if overlay == "gpu_bf16" else "32-true")
     recipe_only = FashionMNISTCLI([*configs[:2], "--data.data_dir", str(tiny_data)], run=False)
     # the recipe's own choices stay: its model, batch size, optimizer and epochs
@@ -49,26 +52,39 @@ def matmul_precision():
 
 def test_tf32_is_set_for_a_cuda_device_only_and_said_once(matmul_precision, monkeypatch, caplog):
     torch.set_float32_matmul_precision("highest")
-    model = LeNet5()
-    model.use_float32_matmul_precision(torch.device("cpu"))
+    default = SpeedSettings().float32_matmul_precision
+    use_float32_matmul_precision(default, torch.device("cpu"))
     assert torch.get_float32_matmul_precision() == "highest"  # CPU results keep true float32
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
     with caplog.at_level(logging.INFO):
-        model.use_float32_matmul_precision(torch.device("cuda", 0))
-        model.use_float32_matmul_precision(torch.device("cuda", 0))
+        use_float32_matmul_precision(default, CUDA)
+        use_float32_matmul_precision(default, CUDA)
     assert torch.get_float32_matmul_precision() == "high"
     said = [r.getMessage() for r in caplog.records if "matmul" in r.getMessage()]
     assert said == [
-        "float32 on NVIDIA H200: matmuls on TF32 tensor cores (--model.init_args.float32_matmul_precision high), "
+        "float32 on NVIDIA H200: matmuls on TF32 tensor cores (--speed.float32_matmul_precision high), "
         "convolutions TF32"
     ]
-    LeNet5(float32_matmul_precision="highest").use_float32_matmul_precision(torch.device("cuda", 0))
+    use_float32_matmul_precision(SpeedSettings(float32_matmul_precision="highest").float32_matmul_precision, CUDA)
     assert torch.get_float32_matmul_precision() == "highest"  # the user's choice, not the default
 
 
 def test_a_compile_mode_needs_compile():
     with pytest.raises(UserInputError, match=r"compile_mode reduce-overhead is a mode of torch\.compile"):
-        LeNet5(compile_mode="reduce-overhead")
+        SpeedSettings(compile_mode="reduce-overhead")
+
+
+def test_the_models_former_speed_flags_are_aliases_of_the_speed_ones(tiny_data, monkeypatch):
+    """``--model.init_args.compile`` and its kin, from before the speed settings left the model: the same setting,
+    and a warning that names the new flag."""
+    monkeypatch.setattr("sys.argv", ["fmnist"])
+    args = ["--config", str(REPO / "configs" / "lenet.yaml"), "--data.data_dir", str(tiny_data)]
+    old = ["--model.init_args.channels_last", "false", "--model.init_args.float32_matmul_precision=medium"]
+    with pytest.warns(FutureWarning, match=r"--model\.init_args\.channels_last is now --speed\.channels_last"):
+        cli = FashionMNISTCLI([*args, *old], run=False)
+    speed = speed_settings_of(cli.trainer)
+    assert speed.channels_last is False and speed.float32_matmul_precision == "medium"
+    assert speed_settings_of(FashionMNISTCLI(args, run=False).trainer).channels_last is True  # lenet.yaml's
 
 
 def test_the_gpu_speed_settings_are_not_part_of_a_recipe():
@@ -76,9 +92,10 @@ def test_the_gpu_speed_settings_are_not_part_of_a_recipe():
     from fmnist_lightning.runs.folders import recipe
 
     plain = {"model": {"init_args": {"standardize": True}}, "data": {"batch_size": 64}}
-    on_gpu = {
+    on_gpu = {  # a run folder's config.yaml from before the speed settings left the model, too
         "model": {"init_args": {"standardize": True, "compile_mode": "default", "float32_matmul_precision": "medium"}},
         "data": {"batch_size": 64, "on_device": True, "eval_batch_size": 10_000},
+        "speed": {"compile": True, "compile_mode": "default"},
     }
     assert recipe(on_gpu) == recipe(plain) == {"model.init_args.standardize": True, "data.batch_size": 64}
 

@@ -16,6 +16,7 @@ from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.models import CustomCNN, FastCNN, LeNet5
 from fmnist_lightning.observe.progress import BatchProgressBar
 from fmnist_lightning.observe.run_metrics import RunMetrics
+from fmnist_lightning.training.speed import SpeedSettings
 from support import REPO
 
 
@@ -58,9 +59,9 @@ def test_epoch_loss_and_accuracy_cover_every_batch(tiny_data, tmp_path):
 
 def test_channels_last_option_converts_the_net_and_keeps_its_function():
     torch.manual_seed(0)
-    exact, fast = CustomCNN(), CustomCNN(channels_last=True)
+    exact, fast = CustomCNN(), CustomCNN()
     fast.load_state_dict(exact.state_dict())
-    fast.setup("fit")
+    SpeedSettings(channels_last=True).apply(fast)
     conv = fast.net[0]
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert state_keys(fast) == state_keys(exact)  # checkpoints are interchangeable
@@ -74,7 +75,7 @@ def test_a_compiled_net_trains_and_its_graph_reaches_tensorboard(tiny_data, tmp_
     net and trains the compiled one."""
     logs = tmp_path / "logs"
     args = ["fit", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data)]
-    args += ["--trainer.logger.init_args.save_dir", str(logs), "--model.init_args.compile", "true"]
+    args += ["--trainer.logger.init_args.save_dir", str(logs), "--speed.compile", "true"]
     args += ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
     assert main(args) == 0
     events = EventAccumulator(str(logs / "LeNet5" / "version_0"))

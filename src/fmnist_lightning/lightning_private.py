@@ -20,16 +20,21 @@ user's run. To remove one, replace its function body here with the public way an
   ``observe/graph.py`` traces with ``torch.fx``) only through its private file writer.
 - ``jit_is_scripting``: Lightning's switch that lets a LightningModule be traced outside a Trainer (export).
 - ``TrainerWithoutDuplicateBar``: ``LightningCLI._instantiate_trainer``, the one place where the CLI's default
-  callbacks meet the config's, to leave the project's progress bar out when the config brings its own.
+  callbacks meet the config's, to leave the project's progress bar out when the config brings its own; and
+  ``LightningCLI._parse_ckpt_path``, where LightningCLI turns a checkpoint's saved hyperparameters into the model's
+  arguments, to read a checkpoint written before a model argument moved (``saved_model_hyperparameters``).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, ProgressBar, WeightAveraging
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.core.module import _jit_is_scripting
@@ -104,3 +109,26 @@ class TrainerWithoutDuplicateBar(LightningCLI):
             # `callbacks` are the CLI's own (its argument groups), not the config's trainer.callbacks
             callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
         return super()._instantiate_trainer(config, callbacks)
+
+    def saved_model_hyperparameters(self, hparams: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's saved model hyperparameters as the model's arguments (subclasses translate old ones)."""
+        return hparams
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI's own (Lightning 2.6), the hyperparameters passed through ``saved_model_hyperparameters``."""
+        command = self.config.get("subcommand")
+        ckpt_path = self.config[command].get("ckpt_path") if command else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams.pop("_instantiator", None)
+        hparams = self.saved_model_hyperparameters(hparams)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({command: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise

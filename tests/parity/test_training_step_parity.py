@@ -33,6 +33,7 @@ from test_models_parity import keras_probabilities, randomize_batchnorm_statisti
 
 from fmnist_lightning.commands.convert_keras import load_keras_weights
 from fmnist_lightning.models import BrownleeCNN, CustomCNN, FashionMNISTClassifier, LeNet5, SeedEfficientNet
+from fmnist_lightning.training.speed import SpeedSettings
 from support import REPO, study_arrays
 
 TORCH_OPTIONS = ("channels_last", "compile", "bn_running_var")  # from the config; parity must hold with them
@@ -91,8 +92,9 @@ def config_of(config: str) -> dict:
 
 
 def config_torch_options(config: str) -> dict:
-    """The options of the config's model that the torch side takes (speed options, BatchNorm running variance)."""
-    return {key: value for key, value in config_of(config)["model"]["init_args"].items() if key in TORCH_OPTIONS}
+    """The options of the config that the torch side takes (speed settings, the model's BatchNorm running variance)."""
+    settings = {**config_of(config)["model"]["init_args"], **(config_of(config).get("speed") or {})}
+    return {key: value for key, value in settings.items() if key in TORCH_OPTIONS}
 
 
 def real_batches(folder: Path, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -125,8 +127,10 @@ def train_in_lockstep(config: str, folder: Path, torch_adam: bool = False) -> tu
     keras_model = recipe.build_keras()
     randomize_batchnorm_statistics(keras_model, np.random.default_rng(0))
     keras_model.compile(optimizer=recipe.keras_optimizer(), loss="categorical_crossentropy")
-    model = load_keras_weights(recipe.build_torch(**config_torch_options(config)), keras_model).train()
-    model.setup("fit")  # applies the speed options as fit does
+    options = config_torch_options(config)
+    speed = {key: options.pop(key) for key in ("channels_last", "compile") if key in options}
+    model = load_keras_weights(recipe.build_torch(**options), keras_model).train()
+    SpeedSettings(**speed).apply(model)  # the config's speed settings, as fit applies them
     optimizer = instantiate_class(model.parameters(), torch_optimizer)
     norms = batchnorm_layers(model)
     differences = {}

@@ -21,14 +21,19 @@ from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.lightning_private import TrainerWithoutDuplicateBar
 from fmnist_lightning.observe import fit_summary
-from fmnist_lightning.observe.evaluation import tensorboard_logger
+from fmnist_lightning.observe.evaluation import EvaluationFigures, tensorboard_logger
 from fmnist_lightning.observe.graph import NetworkGraph
 from fmnist_lightning.observe.progress import BatchProgressBar, network_summary_like
 from fmnist_lightning.observe.run_metrics import RunMetrics
 from fmnist_lightning.runs import folders
 from fmnist_lightning.runs.checkpoints import read_checkpoint
 from fmnist_lightning.training import FashionMNISTClassifier, SaveOnInterrupt
-from fmnist_lightning.training.module import saved_standardize
+from fmnist_lightning.training.old_checkpoints import (
+    MOVED_TO_SPEED_SETTINGS,
+    current_hyperparameters,
+    saved_standardize,
+)
+from fmnist_lightning.training.speed import SpeedSettings, speed_settings_of, use_float32_matmul_precision
 
 # Lightning's TensorBoardLogger, curves first in the Scalars tab (observe/logger.py); Lightning's own works alike
 TENSORBOARD = "fmnist_lightning.observe.logger.CurvesFirstTensorBoardLogger"
@@ -78,6 +83,8 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
         # "last" is rewritten at the end of every epoch
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(RunMetrics, "run_metrics")
+        parser.add_lightning_class_args(EvaluationFigures, "figures")
+        parser.add_lightning_class_args(SpeedSettings, "speed")
         parser.add_lightning_class_args(SaveOnInterrupt, "save_on_interrupt")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         # Lightning's default bar is Rich's when rich is installed (keras brings it): it redraws on every step, which
@@ -119,8 +126,9 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         own_summary = any(isinstance(c, ModelSummary) for c in config.trainer.get("callbacks") or [])
         trainer = super().instantiate_trainer(**kwargs)
-        if isinstance(self.model, FashionMNISTClassifier):  # before the trainer runs: Lightning checks it as it starts
-            self.model.use_float32_matmul_precision(trainer.strategy.root_device)
+        speed = speed_settings_of(trainer)
+        if speed is not None:  # before the trainer runs: Lightning gives its tensor-core advice as it starts
+            use_float32_matmul_precision(speed.float32_matmul_precision, trainer.strategy.root_device)
         if not own_summary:  # Lightning's default, present unless enable_model_summary is false
             trainer.callbacks[:] = [
                 network_summary_like(c) if isinstance(c, ModelSummary) else c for c in trainer.callbacks
@@ -132,7 +140,7 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
         """Resolves ``--ckpt_path`` to a file before LightningCLI reads the model's hyperparameters from it."""
-        super().parse_arguments(parser, args)
+        super().parse_arguments(parser, moved_speed_flags(sys.argv[1:] if args is None else args))
         command = self.config.get("subcommand")
         if command is None or self.config[command].get("ckpt_path") is None:
             return
@@ -156,6 +164,10 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
         if command != "fit" and run is None and not logger_asked(sys.argv[1:] if args is None else args, config):
             # evaluating a checkpoint outside a run folder (weights/lenet.ckpt) makes no run folder of its own
             config.trainer.logger = False
+
+    def saved_model_hyperparameters(self, hparams: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's model hyperparameters as the model takes them now (``training/old_checkpoints.py``)."""
+        return current_hyperparameters(hparams)
 
     def before_fit(self) -> None:
         """Checks what would otherwise fail after the run folder exists, with a traceback: the log folder must be
@@ -212,6 +224,20 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
             # Lightning prints a profiler named by a string to stdout; with a filename it writes
             # <stage>-profile.txt into the run folder (the trainer's log_dir) instead
             config.trainer.profiler = Namespace(class_path=PROFILERS[profiler], init_args=Namespace(filename="profile"))
+
+
+def moved_speed_flags(args: list[str]) -> list[str]:
+    """The command line with the model's former speed flags (``--model.init_args.compile``, …) as the ``--speed.*``
+    flags they became, saying so: a deprecation alias for command lines written before the change."""
+    renamed = []
+    for arg in args:
+        flag, equals, value = arg.partition("=")
+        option = flag.removeprefix("--model.init_args.")
+        if flag.startswith("--model.init_args.") and option in MOVED_TO_SPEED_SETTINGS:
+            warnings.warn(f"{flag} is now --speed.{option}", FutureWarning, stacklevel=2)
+            arg = f"--speed.{option}{equals}{value}"
+        renamed.append(arg)
+    return renamed
 
 
 def tensorboard_args(config: Namespace) -> Namespace | None:

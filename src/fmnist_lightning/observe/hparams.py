@@ -36,6 +36,7 @@ from torch.utils.tensorboard.summary import scalar
 from torch.utils.tensorboard.writer import FileWriter
 
 from fmnist_lightning.observe.evaluation import tensorboard_logger
+from fmnist_lightning.training.speed import speed_settings_of
 
 SUMMARY_RUN = "summary"  # the sub-run of a run folder that the HPARAMS tab reads
 RESULTS = ("best_val_acc", "final_val_acc", "test_acc", "fit_time_s", "peak_rss_mb")  # under ~hp/, the rest ~run/
@@ -80,6 +81,9 @@ def comparable_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dic
         **_readable(pl_module.hparams, left_out),
         **_readable(datamodule.hparams if datamodule is not None else {}, left_out),
     }
+    speed = speed_settings_of(trainer)
+    if speed is not None:  # what the run's speed figures were measured with
+        settings.update(_readable(speed.settings(), left_out))
     if not fitting:  # an evaluation of a checkpoint: the trainer's and optimizer's settings are not its training's
         return settings
     if trainer.optimizers:

@@ -13,10 +13,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from fmnist_lightning.training.speed import SpeedSettings, speed_settings_of
+
 MB = 2**20
 # the model's speed settings the record keeps, with their values where a model has no such hyperparameter
-MODEL_SETTINGS = {"channels_last": False, "compile": False, "compile_mode": None, "steps_per_execution": 1}
-SPEED_SETTINGS = ("precision", "float32_matmul_precision", "data_on_device", *MODEL_SETTINGS)
+# what a run without the SpeedSettings callback trains with
+SPEED_DEFAULTS = SpeedSettings().settings()
+SPEED_SETTINGS = ("precision", "float32_matmul_precision", "data_on_device", *SPEED_DEFAULTS, "steps_per_execution")
 
 
 def peak_rss_mb() -> float | None:
@@ -102,12 +105,14 @@ def device_name(device: torch.device) -> str:
 
 def speed_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
     """The run's settings that decide its speed, as ``metrics.json`` records them (but the matmul precision, which
-    the first training batch reads: the model's ``setup`` may set it)."""
+    the first training batch reads: ``SpeedSettings.setup`` may set it)."""
     datamodule = trainer.datamodule
     data_hparams = getattr(datamodule, "hparams", None) or {}
     model_hparams = getattr(pl_module, "hparams", None) or {}
+    speed = speed_settings_of(trainer)
     return {
         "precision": str(trainer.precision),
         "data_on_device": bool(data_hparams.get("on_device", False)),
-        **{name: model_hparams.get(name, default) for name, default in MODEL_SETTINGS.items()},
+        **(speed.settings() if speed is not None else SPEED_DEFAULTS),
+        "steps_per_execution": model_hparams.get("steps_per_execution", 1),
     }

@@ -11,16 +11,14 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from fmnist_lightning.data.images import ImageSource, Invert
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.fashion_mnist import CLASS_NAMES, MEAN, NUM_CLASSES, STD
+from fmnist_lightning.fashion_mnist import CLASS_NAMES, MEAN, STD
 from fmnist_lightning.lightning_private import should_update_logs
 from fmnist_lightning.networks.keras_layers import KerasRunningVar, RunningVarUpdate
-from fmnist_lightning.observe.evaluation import TestSamples, log_confusion_matrix
 from fmnist_lightning.training import multi_step
-from fmnist_lightning.training.precision import use_float32_matmul_precision
+from fmnist_lightning.training.old_checkpoints import current_checkpoint, saved_standardize
 from fmnist_lightning.training.prediction import Prediction, predict_images
 
 STAGES = ("train", "val", "test")
@@ -55,19 +53,10 @@ class FashionMNISTClassifier(L.LightningModule):
         scheduler_interval: ``epoch`` or ``step``.
         warmup: Scheduler intervals (epochs, or steps) over which the learning rate rises linearly from 1 % to the
             optimizer's, before ``lr_scheduler`` (which then starts its own schedule; set its length to the rest).
-        channels_last: Train in channels-last memory (NHWC), faster for the convolutions on CPU and GPU. The
-            study's batch norm keeps exact batch statistics in that layout (``ExactBatchNorm2d``), and so Keras
-            parity.
         bn_running_var: How training updates the running variance of the network's Keras-style BatchNorms, which
             evaluation uses: "keras", the batch's biased variance (÷ n) as Keras's BatchNormalization (the study
             configs set it); "torch", the unbiased one (÷ (n − 1)), as torch and this project's own recipes (the
             default: checkpoints evaluate the same under either). No effect on a network without them.
-        compile: ``torch.compile`` the network (``nn.Module.compile``: checkpoints keep their keys).
-        compile_mode: torch.compile's ``mode`` with ``compile``: ``reduce-overhead`` replays each step's kernels as
-            CUDA graphs (one launch instead of one per kernel), ``max-autotune`` autotunes; None: torch's default.
-        float32_matmul_precision: What float32 matrix multiplications may use on a CUDA GPU
-            (``torch.set_float32_matmul_precision``): ``high`` (TF32 tensor cores, as cuDNN's convolutions already
-            do), ``medium`` (bfloat16) or ``highest`` (float32); CPU runs keep float32 (``training/precision.py``).
         tta_flip: Test-time augmentation in ``test`` and ``predict``: the mean of the class probabilities of each
             image and its mirror image.
         steps_per_execution: Optimizer steps per Lightning training step (Keras's ``steps_per_execution``,
@@ -93,22 +82,13 @@ class FashionMNISTClassifier(L.LightningModule):
         scheduler_monitor: str = "val/loss",
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         warmup: int = 0,
-        channels_last: bool = False,
         bn_running_var: RunningVarUpdate = "torch",
-        compile: bool = False,
-        compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None,
-        float32_matmul_precision: Literal["highest", "high", "medium"] = "high",
         tta_flip: bool = False,
         steps_per_execution: int = 1,
     ) -> None:
         super().__init__()
         if warmup < 0:
             raise UserInputError(f"--model.init_args.warmup must be ≥ 0 scheduler intervals, got {warmup}")
-        if compile_mode is not None and not compile:
-            raise UserInputError(
-                f"--model.init_args.compile_mode {compile_mode} is a mode of torch.compile: add "
-                "--model.init_args.compile true"
-            )
         if steps_per_execution < 1:
             raise UserInputError(f"--model.init_args.steps_per_execution must be ≥ 1, got {steps_per_execution}")
         # Lightning steps the optimizer once per training step; several steps per training step are manual
@@ -132,30 +112,7 @@ class FashionMNISTClassifier(L.LightningModule):
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
         self._epoch_sums: dict[str, torch.Tensor] = {}  # stage → (sum of losses, correct predictions)
         self._epoch_counts: dict[str, int] = {}
-        self.val_confmat = MulticlassConfusionMatrix(NUM_CLASSES)
-        self.test_confmat = MulticlassConfusionMatrix(NUM_CLASSES)
-        self.confusion_matrices: dict[str, torch.Tensor] = {}
-        self.test_samples = TestSamples()
         self._plain_steps = False  # set when fit starts
-
-    def setup(self, stage: str) -> None:
-        try:
-            device = self.trainer.strategy.root_device  # where the model is going; it is still on the CPU here
-        except RuntimeError:  # not attached to a trainer: a script calls setup itself (the benchmarks' bare loops)
-            device = self.device
-        self.use_float32_matmul_precision(device)
-        if self.hparams.channels_last:  # idempotent: setup runs again for every Trainer stage
-            self.net.to(memory_format=torch.channels_last)
-        if self.hparams.compile and not getattr(self, "_compiled", False):
-            # one graph per input shape: fit meets a few (the summary's single image, the training and evaluation
-            # batches, the epochs' last batches), and torch's default turns dynamic at the second shape, whose
-            # kernels were ~5 % slower a step here (SeedEfficientNet: 14-18 % faster than eager against 8-10 %)
-            self.net.compile(dynamic=False, mode=self.hparams.get("compile_mode"))
-            self._compiled = True
-
-    def use_float32_matmul_precision(self, device: torch.device) -> None:
-        """Sets ``float32_matmul_precision`` for a CUDA ``device`` (see the class's Args); says so once."""
-        use_float32_matmul_precision(self.hparams.get("float32_matmul_precision", "high"), device)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """What happens to the [0, 1] pixels before the network: the standardisation, if the model has one."""
@@ -171,10 +128,6 @@ class FashionMNISTClassifier(L.LightningModule):
 
     def _evaluate(self, images: torch.Tensor, stage: str) -> torch.Tensor:
         """Logits; with ``tta_flip`` in test and predict, the log of the mean probabilities of image and mirror."""
-        if self.hparams.get("compile_mode") == "reduce-overhead":
-            # a new step for the CUDA graphs: their outputs of the last step may be overwritten from here on (torch
-            # cannot tell a training loop's steps apart by itself)
-            torch.compiler.cudagraph_mark_step_begin()
         logits = self(images)
         if self.hparams.tta_flip and stage in ("test", "predict"):
             return ((logits.softmax(dim=1) + self(images.flip(-1)).softmax(dim=1)) / 2).log()
@@ -187,8 +140,10 @@ class FashionMNISTClassifier(L.LightningModule):
         """
         return F.cross_entropy(logits, targets, reduction=reduction)
 
-    def step_on_batch(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch's loss and number of correct predictions; adds them to the epoch's sums."""
+    def step_on_batch(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's loss, accuracy and logits; adds the loss and the correct predictions to the epoch's sums."""
         images, targets = batch
         logits = self._evaluate(images, stage)
         loss = self.loss(logits, targets)
@@ -201,11 +156,7 @@ class FashionMNISTClassifier(L.LightningModule):
         batch_sums = torch.stack((loss.detach() * len(images), correct.to(loss.dtype)))
         self._epoch_sums[stage] = self._epoch_sums.get(stage, 0) + batch_sums
         self._epoch_counts[stage] = self._epoch_counts.get(stage, 0) + len(images)
-        if stage != "train":
-            getattr(self, f"{stage}_confmat").update(logits, labels)
-        if stage == "test":
-            self.test_samples.add(images, labels, logits)
-        return loss, correct / len(images)
+        return loss, correct / len(images), logits
 
     def _log_epoch(self, stage: str, suffix: str = "") -> None:
         """The epoch's loss and accuracy over all its batches (and all DDP ranks: the metrics sync)."""
@@ -220,7 +171,7 @@ class FashionMNISTClassifier(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         """One optimizer step, or with ``steps_per_execution`` > 1 one on each batch of the list ``batch``."""
         if self.automatic_optimization:
-            loss, accuracy = self.step_on_batch(batch, "train")
+            loss, accuracy, _ = self.step_on_batch(batch, "train")
         else:
             loss, accuracy = multi_step.take_steps(self, batch, self._plain_steps)
         # per step only on the steps the logger writes (each self.log moves its value to the device: ~2 ms); the
@@ -238,11 +189,13 @@ class FashionMNISTClassifier(L.LightningModule):
         if not self.automatic_optimization:
             multi_step.step_schedulers(self, "epoch")
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.step_on_batch(batch, "val")
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """The batch's logits, for callbacks that look at the predictions (``observe.evaluation``)."""
+        return self.step_on_batch(batch, "val")[2].detach()
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.step_on_batch(batch, "test")
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """The batch's logits (with ``tta_flip``: the log of the mean probabilities), for callbacks."""
+        return self.step_on_batch(batch, "test")[2].detach()
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities (the Keras model's softmax output)."""
@@ -253,6 +206,14 @@ class FashionMNISTClassifier(L.LightningModule):
         multi_step.check_data(self.hparams.steps_per_execution, self.trainer.datamodule)
         self._plain_steps = not self.automatic_optimization and multi_step.plain_steps_possible(self)
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: Any, map_location: Any = None, *args: Any, weights_only: bool | None = None, **kwargs: Any
+    ) -> FashionMNISTClassifier:
+        """Lightning's, for a checkpoint of an earlier version too (``training/old_checkpoints.py``)."""
+        checkpoint = current_checkpoint(checkpoint_path, weights_only)
+        return super().load_from_checkpoint(checkpoint, map_location, *args, weights_only=weights_only, **kwargs)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checkpoints from before the model owned its standardisation record it as the data module's setting."""
         self.standardize = saved_standardize(checkpoint)
@@ -262,38 +223,13 @@ class FashionMNISTClassifier(L.LightningModule):
         """Classes of image files or PIL images (``fmnist_lightning.training.prediction.predict_images``)."""
         return predict_images(self, images, invert)
 
-    def _finish_confusion_matrix(self, stage: str) -> None:
-        """The epoch's confusion matrix, synced across DDP ranks, kept and logged (``observe.evaluation``)."""
-        confmat = getattr(self, f"{stage}_confmat")
-        matrix = confmat.compute()
-        confmat.reset()
-        if self.trainer.sanity_checking:
-            return
-        self.confusion_matrices[stage] = matrix.cpu()
-        log_confusion_matrix(self, stage, matrix)
-
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
-        self._finish_confusion_matrix("val")
-
-    def on_test_epoch_start(self) -> None:
-        self.test_samples = TestSamples()
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
-        self._finish_confusion_matrix("test")
-        self.test_samples.log(self)
 
     def configure_optimizers(self) -> Any:
         from fmnist_lightning.training.schedules import configure_optimizers
 
         return configure_optimizers(self)  # the optimizer; the scheduler, its warm-up and its length (schedules.py)
-
-
-def saved_standardize(checkpoint: dict[str, Any]) -> bool:
-    """Whether a checkpoint's model standardises its inputs: its own hyperparameter, or in checkpoints written before
-    the model owned it, the data module's ``standardize``."""
-    hparams = checkpoint.get("hyper_parameters") or {}
-    if "standardize" in hparams:
-        return bool(hparams["standardize"])
-    return bool((checkpoint.get("datamodule_hyper_parameters") or {}).get("standardize"))

@@ -88,7 +88,7 @@ def take_steps(module: L.LightningModule, batches: Any, plain: bool) -> tuple[An
     for index, batch in enumerate(batches):
         if 0 <= trainer.max_steps <= module.global_step:
             break
-        loss, accuracy = module.step_on_batch(batch, "train")
+        loss, accuracy, _ = module.step_on_batch(batch, "train")
         optimizer.zero_grad(set_to_none=True)
         if plain:
             loss.backward()

@@ -1,0 +1,102 @@
+"""How fast a run trains, configured apart from what it trains: the ``SpeedSettings`` callback (``--speed.*``).
+
+Channels-last memory, ``torch.compile`` and what float32 matrix products may use on a GPU change how long a step
+takes, not which model is trained: they are not the model's arguments, a checkpoint does not record them, and a
+recipe's run is found by ``--ckpt_path last`` whatever they are. The study configs set them where they were measured
+to pay (docs/speed.md); a run without the callback trains the same model, eagerly and in contiguous memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from fmnist_lightning.errors import UserInputError
+
+MATMUL_PRECISIONS = {"highest": "in float32", "high": "on TF32 tensor cores", "medium": "on bfloat16 tensor cores"}
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+
+class SpeedSettings(L.Callback):
+    """Applies the run's speed settings to the model's network when a stage starts.
+
+    Args:
+        channels_last: Train in channels-last memory (NHWC), faster for the convolutions on CPU and GPU. The
+            study's batch norm keeps exact batch statistics in that layout (``ExactBatchNorm2d``), and so Keras
+            parity.
+        compile: ``torch.compile`` the network (``nn.Module.compile``: checkpoints keep their keys), with static
+            shapes: one graph per input shape.
+        compile_mode: torch.compile's ``mode`` with ``compile``: ``reduce-overhead`` replays each step's kernels as
+            CUDA graphs (one launch instead of one per kernel), ``max-autotune`` autotunes; None: torch's default.
+        float32_matmul_precision: What float32 matrix multiplications may use on a CUDA GPU
+            (``torch.set_float32_matmul_precision``): ``high`` (TF32 tensor cores, as cuDNN's convolutions already
+            do), ``medium`` (bfloat16) or ``highest`` (float32). A CPU run keeps float32, so CPU results and the
+            Keras parity are exact whatever this says.
+    """
+
+    def __init__(
+        self,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_mode: CompileMode | None = None,
+        float32_matmul_precision: Literal["highest", "high", "medium"] = "high",
+    ) -> None:
+        if compile_mode is not None and not compile:
+            raise UserInputError(
+                f"--speed.compile_mode {compile_mode} is a mode of torch.compile: add --speed.compile true"
+            )
+        self.channels_last = channels_last
+        self.compile = compile
+        self.compile_mode = compile_mode
+        self.float32_matmul_precision = float32_matmul_precision
+        self._compiled: set[int] = set()
+
+    def settings(self) -> dict[str, Any]:
+        """What ``metrics.json`` records of them."""
+        return {"channels_last": self.channels_last, "compile": self.compile, "compile_mode": self.compile_mode}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # the model is still on the CPU here; the device it is going to decides the matmul precision
+        use_float32_matmul_precision(self.float32_matmul_precision, trainer.strategy.root_device)
+        self.apply(pl_module)
+
+    def apply(self, pl_module: L.LightningModule) -> None:
+        """Channels-last memory and compilation on the model's network: ``setup`` without the matmul precision, for a
+        model that runs outside a Trainer (the benchmarks' bare loops, the parity tests)."""
+        net = pl_module.net
+        if self.channels_last:  # idempotent: setup runs again for every Trainer stage
+            net.to(memory_format=torch.channels_last)
+        if self.compile and id(net) not in self._compiled:
+            # one graph per input shape: fit meets a few (the summary's single image, the training and evaluation
+            # batches, the epochs' last batches), and torch's default turns dynamic at the second shape, whose
+            # kernels were ~5 % slower a step here (SeedEfficientNet: 14-18 % faster than eager against 8-10 %)
+            net.compile(dynamic=False, mode=self.compile_mode)
+            self._compiled.add(id(net))
+            if self.compile_mode == "reduce-overhead":
+                # a new step for the CUDA graphs before each forward of the model (not of the compiled network):
+                # their outputs of the last step may be overwritten from here on, which torch cannot tell by itself
+                pl_module.register_forward_pre_hook(lambda *_: torch.compiler.cudagraph_mark_step_begin())
+
+
+def use_float32_matmul_precision(precision: str, device: torch.device) -> None:
+    """``torch.set_float32_matmul_precision(precision)`` for a CUDA ``device``, said once (when it changes).
+
+    A process-wide setting, so a CPU run leaves it alone. On CUDA, cuDNN's convolutions already use TF32 by torch's
+    default; the line says so too.
+    """
+    if device.type != "cuda" or torch.get_float32_matmul_precision() == precision:
+        return
+    torch.set_float32_matmul_precision(precision)
+    convolutions = "TF32" if torch.backends.cudnn.allow_tf32 else "float32"
+    rank_zero_info(
+        f"float32 on {torch.cuda.get_device_name(device)}: matmuls {MATMUL_PRECISIONS[precision]} "
+        f"(--speed.float32_matmul_precision {precision}), convolutions {convolutions}"
+    )
+
+
+def speed_settings_of(trainer: L.Trainer) -> SpeedSettings | None:
+    """The trainer's ``SpeedSettings`` callback, if it has one (the CLI always adds it: ``--speed.*``)."""
+    return next((callback for callback in trainer.callbacks if isinstance(callback, SpeedSettings)), None)
