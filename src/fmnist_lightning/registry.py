@@ -45,7 +45,6 @@ class ModelInfo:
     configs: tuple[str, ...] = ()  # its recipes under configs/
     weights: tuple[str, ...] = ()  # its published files: weights/<name>.ckpt with the card weights/<name>.md
     study: StudyResult | None = None  # the study's figure, for the study's four
-    aliases: tuple[str, ...] = ()  # earlier class paths that checkpoints may still record
 
     @property
     def class_name(self) -> str:
@@ -151,7 +150,7 @@ def list_models() -> list[ModelInfo]:
 def get_model_info(name_or_class_path: str) -> ModelInfo:
     """A model by registry name, class name or class path (an alias of an earlier path included)."""
     for info in _REGISTRY.values():
-        if name_or_class_path in (info.name, info.class_path, info.class_name, *info.aliases):
+        if name_or_class_path in (info.name, info.class_path, info.class_name):
             return info
     names = ", ".join(_REGISTRY)
     raise UserInputError(f"unknown model {name_or_class_path!r}; the registered models are {names}")

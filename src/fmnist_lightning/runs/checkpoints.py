@@ -107,7 +107,7 @@ def read_checkpoint(path: Path, where: str, resume_as: str | None = None) -> dic
         return saved
     if "optimizer_states" not in saved:
         raise UserInputError(f"{where}: holds weights only (published or converted); fit resumes a run's last.ckpt")
-    if resume_as not in (info.class_path, *info.aliases):
+    if resume_as != info.class_path:
         raise UserInputError(
             f"{where}: a {info.class_name} checkpoint, but the config trains {resume_as.rpartition('.')[2]}; "
             "resume with the config the run was trained with (its config.yaml)"
@@ -148,4 +148,4 @@ def _registered(class_path: Any) -> registry.ModelInfo | None:
         info = registry.get_model_info(class_path)
     except UserInputError:
         return None
-    return info if class_path in (info.class_path, *info.aliases) else None
+    return info if class_path == info.class_path else None
