@@ -137,7 +137,7 @@ def model_info(saved: dict[str, Any], where: str) -> registry.ModelInfo:
 
 
 def _registered(class_path: Any) -> registry.ModelInfo | None:
-    """The registry's model whose class path (or earlier class path) the checkpoint records, if any.
+    """The registry's model whose class path the checkpoint records, if any.
 
     A class path exactly, not the registry's short names (``lenet``): Lightning's instantiator builds the class the
     file names, and only a class path names the registered class to it.
