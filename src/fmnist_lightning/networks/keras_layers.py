@@ -106,7 +106,7 @@ class ExactBatchNorm2d(KerasRunningVar, nn.BatchNorm2d):
     update (``KerasRunningVar``).
 
     Images that were NHWC arrays (Keras's layout) permuted to NCHW have channels-last strides, and every conv after
-    them returns channels-last memory, as does a model's ``channels_last`` option. Torch's CPU kernel for that
+    them returns channels-last memory, as does the ``channels_last`` speed setting. Torch's CPU kernel for that
     layout is inexact in training (see ``_ChannelsLastBatchNorm``), so training-mode batch norm of such input goes
     through exact statistics instead, in the same memory; anything else is torch's own.
     """
