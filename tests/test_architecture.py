@@ -89,11 +89,7 @@ def test_parts_import_one_way():
     edges = part_graph()
     parts = {part(module) for module in import_graph()}
     assert parts == ALLOWED.keys(), "a part of fmnist_lightning without its row in ALLOWED (or a row left over)"
-    wrong_way = {
-        edge: sorted(imports)
-        for edge, imports in edges.items()
-        if edge[1] not in ALLOWED[edge[0]]
-    }
+    wrong_way = {edge: sorted(imports) for edge, imports in edges.items() if edge[1] not in ALLOWED[edge[0]]}
     assert wrong_way == {}
 
 

@@ -205,3 +205,30 @@ def test_compile_seconds_counts_torch_compile_time():
     compiled = torch.compile(lambda x: (x * 3).cos() + before, backend="eager")
     compiled(torch.rand(4))
     assert compile_seconds() > before >= 0.0
+
+
+def test_the_documented_way_to_add_a_metric(tiny_data, tmp_path, monkeypatch):
+    """docs/architecture.md's metric callback, run as written: its figure is sklearn's macro F1 of the final model's
+    predictions on the validation images."""
+    import sys
+
+    from sklearn.metrics import f1_score
+
+    from fmnist_lightning.commands.cli import FashionMNISTCLI
+    from test_registry import architecture_example
+
+    (tmp_path / "my_metrics.py").write_text(architecture_example("my_metrics.py"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["fmnist"])
+    args = ["fit", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data)]
+    args += ["--trainer.max_epochs", "1", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
+    args += ["--trainer.callbacks+=my_metrics.MacroF1", "--trainer.enable_progress_bar", "false"]
+    try:
+        cli = FashionMNISTCLI(args)
+    finally:
+        sys.modules.pop("my_metrics", None)
+    images, targets = cli.datamodule.val_set.__getitems__(range(len(cli.datamodule.val_set)))
+    with torch.no_grad():
+        predicted = cli.model.eval()(images).argmax(dim=1)
+    expected = f1_score(targets.argmax(dim=1).numpy(), predicted.numpy(), average="macro", labels=range(10))
+    assert cli.trainer.callback_metrics["val/f1_macro"].item() == pytest.approx(expected, abs=1e-6)
