@@ -22,8 +22,9 @@ train: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests
 
+# two workers (pytest-xdist), each taking whole test files so that a file's module fixtures are built once
 test: lint
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir tensorboard_logs

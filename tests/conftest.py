@@ -15,6 +15,11 @@ from pathlib import Path
 # (support.gpu_env). Hidden before anything initialises CUDA.
 os.environ.setdefault("FMNIST_VISIBLE_GPUS", os.environ.get("CUDA_VISIBLE_DEVICES", "all"))
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# `make test` runs the suite in two pytest-xdist workers, one a core: each worker, and every process its tests start,
+# computes on one thread (tests that time or measure something set their own)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
 import torchvision  # noqa: F401  (before Keras: TensorFlow loaded before torch's triton aborts, LLVM error)
