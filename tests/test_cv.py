@@ -16,6 +16,7 @@ from sklearn.model_selection import KFold
 
 from fmnist_lightning.commands.cv import cv_command, study_folds, summary_line
 from fmnist_lightning.commands.main import main
+from fmnist_lightning.data import Validation
 from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.models import LeNet5
 from support import REPO, sample_ids, write_dataset
@@ -102,13 +103,8 @@ def test_each_fold_scores_the_final_model(two_runs, make_datamodule, stem, score
     result = summary(root, stem)
     for detail in result["fold_details"]:
         assert detail["scored_by"] == scored_by
-        fold = make_datamodule(
-            root / "fmnist",
-            validation="kfold",
-            num_folds=result["folds"],
-            fold=detail["fold"],
-            kfold_shuffle=result["shuffle"],
-        )
+        folds = Validation("kfold", num_folds=result["folds"], fold=detail["fold"], kfold_shuffle=result["shuffle"])
+        fold = make_datamodule(root / "fmnist", validation=folds)
         assert detail["accuracy"] == pytest.approx(
             final_model_accuracy(root / detail["run"], fold, detail["epochs"]), abs=1e-4
         )
@@ -146,7 +142,7 @@ def test_folds_are_sklearns_kfold_disjoint_and_covering(tiny_data, make_datamodu
     seen: set[int] = set()
     expected = KFold(num_folds, shuffle=True, random_state=1).split(np.zeros(120))
     for fold, (_, study_val) in enumerate(expected):
-        module = make_datamodule(tiny_data, validation="kfold", num_folds=num_folds, fold=fold)
+        module = make_datamodule(tiny_data, validation=Validation("kfold", num_folds=num_folds, fold=fold))
         val = sample_ids(module.val_set.images)
         train = set(sample_ids(module.train_set.images))
         assert sorted(val) == sorted(study_val)

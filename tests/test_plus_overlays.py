@@ -138,8 +138,14 @@ def test_a_plus_card_fit_and_test_commands_run_and_test_finds_the_run(tiny_data,
 
 def fit_lenet(tiny_data, tmp_path, epochs: int, **model_args) -> L.Trainer:
     from fmnist_lightning import FashionMNISTDataModule
+    from fmnist_lightning.data import DataFiles, Validation
 
-    data = FashionMNISTDataModule(str(tiny_data), batch_size=16, val_size=0.2, download=False, cache_dir=str(tmp_path))
+    data = FashionMNISTDataModule(
+        str(tiny_data),
+        batch_size=16,
+        validation=Validation(val_size=0.2),
+        files=DataFiles(download=False, cache_dir=str(tmp_path)),
+    )
     trainer = L.Trainer(
         max_epochs=epochs,
         limit_train_batches=3,

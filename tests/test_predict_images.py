@@ -15,7 +15,7 @@ from PIL import Image
 
 from fmnist_lightning import CLASS_NAMES, UserInputError, load
 from fmnist_lightning.commands.main import main
-from fmnist_lightning.data import MEAN, STD, FashionMNISTDataModule
+from fmnist_lightning.data import MEAN, STD, FashionMNISTDataModule, PredictImages
 from fmnist_lightning.data.datasets import ImageBatch
 from fmnist_lightning.data.images import UnreadableImageError, fashion_mnist_pixels
 from support import FILES, REPO, read_idx
@@ -187,7 +187,7 @@ def test_the_data_module_reads_user_images_without_fashion_mnist(tmp_path):
     Image.fromarray(LIGHT_ON_BLACK).save(folder / "a.bmp")
     (folder / "c.webp").write_bytes(b"damaged")
     (folder / "notes.txt").write_text("not an image, not listed")
-    data = FashionMNISTDataModule(str(tmp_path / "no_data_here"), predict_path=str(folder))
+    data = FashionMNISTDataModule(str(tmp_path / "no_data_here"), predict=PredictImages(path=str(folder)))
     data.setup("predict")
     (batch,) = data.predict_dataloader()
     assert isinstance(batch, ImageBatch) and batch.files == [str(folder / "a.bmp"), str(folder / "b.png")]

@@ -23,6 +23,7 @@ import yaml
 from sklearn.model_selection import KFold
 
 from fmnist_lightning.commands.main import main
+from fmnist_lightning.data import Validation
 from support import error_line, sample_ids, write_dataset
 from test_cv import FAST, LENET, QUIET  # seconds per fit: no sanity check, graph, latency or memory profile
 
@@ -243,7 +244,7 @@ def test_another_sweep_under_the_same_name_changes_nothing(tmp_path):
 def test_unshuffled_folds_are_sklearns_kfold(tiny_data, make_datamodule):
     fold_ids = []
     for fold in range(3):
-        module = make_datamodule(tiny_data, validation="kfold", num_folds=3, fold=fold, kfold_shuffle=False)
+        module = make_datamodule(tiny_data, validation=Validation("kfold", num_folds=3, fold=fold, kfold_shuffle=False))
         fold_ids.append(sample_ids(module.val_set.images))
     expected = [val for _, val in KFold(3).split(np.zeros(120))]
     assert [ids.tolist() for ids in fold_ids] == [list(val) for val in expected]

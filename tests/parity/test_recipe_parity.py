@@ -257,11 +257,11 @@ def test_augmentation(name, study_cli):
     flips = bool(facts.augmentation and facts.augmentation.kwargs.get("horizontal_flip"))
     assert (data.crop_padding, data.erasing, data.hflip) == (0, 0.0, flips)
     if facts.augmentation is None:
-        assert data.augment is False and cli.datamodule.augmentation is None
+        assert data.augment is False and cli.datamodule.image_transform is None
         return
     assert facts.augmentation.class_name == "ImageDataGenerator"
     assert data.augment is True
-    (warp,) = list(cli.datamodule.augmentation)  # the study's affine warp alone
+    (warp,) = list(cli.datamodule.image_transform)  # the study's affine warp alone
     expected = {key: float(value) for key, value in facts.augmentation.args if key != "horizontal_flip"}
     assert keras_ranges(warp) == expected
 
