@@ -33,7 +33,14 @@ FAST = [
 
 
 def fit_args(root: Path) -> list[str]:
-    data = ["--data.data_dir", str(root / "fmnist"), "--data.batch_size", "16", "--data.cache_dir", str(root / "cache")]
+    data = [
+        "--data.data_dir",
+        str(root / "fmnist"),
+        "--data.batch_size",
+        "16",
+        "--data.files.cache_dir",
+        str(root / "cache"),
+    ]
     return ["--config", LENET, *data, *QUIET, *FAST]
 
 
@@ -50,7 +57,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         first = cv_command([*fit_args(root), "--folds", "3", "--trainer.max_epochs", "1"])
         first_files = {path.name: path.read_bytes() for path in (root / "reports").iterdir()}
         second_args = ["--folds", "2", "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "2"]
-        second_args += ["--data.kfold_shuffle", "false"]
+        second_args += ["--data.validation.kfold_shuffle", "false"]
         second = cv_command([*fit_args(root), *second_args])
     return {"root": root, "codes": (first, second), "first_files": first_files, "stdout": stdout.getvalue()}
 
@@ -163,7 +170,10 @@ def test_summary_line_reproduces_the_studys_figures():
         (["--config", LENET, "--folds", "five"], "argument --folds: invalid int value: 'five'"),
         (["--config", "configs/missing.yaml"], "--config configs/missing.yaml: no such file"),
         (["--trainer.max_epochs", "1"], "cv needs the recipe to cross-validate: --config"),
-        (["--config", LENET, "--data.fold", "2"], "cv chooses the folds itself and trains each from scratch: drop"),
+        (
+            ["--config", LENET, "--data.validation.fold", "2"],
+            "cv chooses the folds itself and trains each from scratch: drop",
+        ),
     ],
 )
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
@@ -181,7 +191,7 @@ def test_a_failing_fold_names_itself_and_the_completed_runs(tmp_path, monkeypatc
     setup = FashionMNISTDataModule.setup
 
     def fail_on_fold_1(self: FashionMNISTDataModule, stage: str | None = None) -> None:
-        if self.hparams.fold == 1:
+        if self.validation.fold == 1:
             raise RuntimeError("disk full")
         setup(self, stage)
 
@@ -189,6 +199,6 @@ def test_a_failing_fold_names_itself_and_the_completed_runs(tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="disk full"):
         cv_command([*fit_args(tmp_path), "--folds", "3", "--trainer.max_epochs", "1"])
     stderr = capsys.readouterr().err
-    assert "cv stopped in fold 2/3 (--data.fold 1) by RuntimeError('disk full')" in stderr
+    assert "cv stopped in fold 2/3 (--data.validation.fold 1) by RuntimeError('disk full')" in stderr
     assert "completed: fold 1 " in stderr and "in tensorboard_logs/LeNet5_cv/version_0" in stderr
     assert list((tmp_path / "reports").iterdir()) == []

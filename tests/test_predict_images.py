@@ -224,7 +224,7 @@ def test_predict_writes_a_csv_row_per_readable_image_and_exits_1_for_the_damaged
 ):
     monkeypatch.chdir(tmp_path)
     files = write_user_images(tmp_path / "photos")
-    assert predict("--ckpt_path", str(LENET), "--data.predict_path", "photos") == 1
+    assert predict("--ckpt_path", str(LENET), "--data.predict.path", "photos") == 1
     out, err = capsys.readouterr()
     assert f"predicted {len(files)} images: " in out and "wrote predictions.csv" in out
     assert "skipped 1 unreadable image files:" in err and "photos/broken.png: " in err
@@ -246,7 +246,7 @@ def test_predict_into_the_run_folder_never_overwrites_an_earlier_csv(tmp_path, m
     shutil.copy(LENET, run / "checkpoints" / "best.ckpt")
     image = tmp_path / "one.png"
     Image.fromarray(LIGHT_ON_BLACK).save(image)
-    args = ["--ckpt_path", str(run), "--data.predict_path", str(image)]
+    args = ["--ckpt_path", str(run), "--data.predict.path", str(image)]
     assert predict(*args) == 0
     first = (run / "predictions.csv").read_bytes()
     assert predict(*args) == 0
@@ -265,7 +265,7 @@ def test_a_predict_path_without_readable_images_is_a_one_line_error(tmp_path, mo
         (folder / "readme.txt").write_text("no images")
     if case == "none readable":
         (folder / "broken.jpg").write_bytes(b"damaged")
-    assert predict("--ckpt_path", str(LENET), "--data.predict_path", "photos") == 2
+    assert predict("--ckpt_path", str(LENET), "--data.predict.path", "photos") == 2
     err = capsys.readouterr().err
     (line,) = (line for line in err.splitlines() if line.startswith("error:"))
     assert line.startswith("error: --data.predict_path photos: ") and "Traceback" not in err

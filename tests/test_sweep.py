@@ -47,7 +47,7 @@ LR, BATCH = "model.init_args.optimizer.init_args.lr", "data.batch_size"
 
 
 def fit_args(root: Path) -> list[str]:
-    data = ["--data.data_dir", str(root / "fmnist"), "--data.cache_dir", str(root / "cache")]
+    data = ["--data.data_dir", str(root / "fmnist"), "--data.files.cache_dir", str(root / "cache")]
     return ["--config", LENET, *data, *QUIET, *FAST]
 
 
@@ -111,8 +111,8 @@ def test_two_workers_complete_each_grid_point_once(grid_run):
             runs = trial.user_attrs["runs"]
             assert runs == [f"tensorboard_logs/LeNet5_sweep/grid/trial_{trial.number:03d}/version_{k}" for k in (0, 1)]
             config = yaml.safe_load((grid_run["root"] / runs[1] / "config.yaml").read_text())
-            data = config["data"]
-            assert [data[key] for key in ("validation", "num_folds", "fold", "kfold_shuffle")] == ["kfold", 2, 1, False]
+            data, folds = config["data"], config["data"]["validation"]
+            assert [folds[key] for key in ("protocol", "num_folds", "fold", "kfold_shuffle")] == ["kfold", 2, 1, False]
             assert (config["model"]["init_args"]["optimizer"]["init_args"]["lr"], data["batch_size"]) == tuple(
                 trial.params.values()
             )
