@@ -78,7 +78,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
                 f"--data.num_workers 0 (got {num_workers}) or --data.on_device false"
             )
         self.validation, self.augmentation, self.files, self.predict = validation, augmentation, files, predict
-        # the hyperparameters are read from the arguments: the groups as plain dicts, for weights-only loading
+        # save_hyperparameters reads the arguments' local names: rebound as plain dicts, the groups go into
+        # checkpoints as values a weights-only load reads (under the CLI, Lightning saves the config's dicts instead)
         validation, augmentation, files, predict = (
             asdict(group) for group in (validation, augmentation, files, predict)
         )
