@@ -1,5 +1,5 @@
 """Predicting users' own images: any image to Fashion-MNIST's format, ``predict_images``, and
-``predict --data.predict_path`` writing predictions.csv, with the published LeNet-5 (no training)."""
+``predict --data.predict.path`` writing predictions.csv, with the published LeNet-5 (no training)."""
 
 from __future__ import annotations
 
@@ -268,7 +268,7 @@ def test_a_predict_path_without_readable_images_is_a_one_line_error(tmp_path, mo
     assert predict("--ckpt_path", str(LENET), "--data.predict.path", "photos") == 2
     err = capsys.readouterr().err
     (line,) = (line for line in err.splitlines() if line.startswith("error:"))
-    assert line.startswith("error: --data.predict_path photos: ") and "Traceback" not in err
+    assert line.startswith("error: --data.predict.path photos: ") and "Traceback" not in err
     assert not list(tmp_path.glob("predictions*.csv"))
 
 
