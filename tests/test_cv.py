@@ -81,8 +81,8 @@ def test_fold_scores_and_their_summary(two_runs):
     # one run folder per fold, each the fit of its own fold, with the model of the last epoch
     assert result["runs"] == [f"tensorboard_logs/LeNet5_cv/version_{k}" for k in range(3)]
     for k, (run, detail) in enumerate(zip(result["runs"], result["fold_details"], strict=True)):
-        data = yaml.safe_load((root / run / "config.yaml").read_text())["data"]
-        assert (data["validation"], data["num_folds"], data["fold"]) == ("kfold", 3, k)
+        folds = yaml.safe_load((root / run / "config.yaml").read_text())["data"]["validation"]
+        assert (folds["protocol"], folds["num_folds"], folds["fold"]) == ("kfold", 3, k)
         assert detail["val_images"] == 40 and detail["epochs"] == 1
         assert f"fold {k + 1}/3: {accuracies[k]:.3f} %  (run: {run})" in two_runs["stdout"]
 

@@ -18,8 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fmnist_lightning.commands import runs
 from fmnist_lightning.commands.predictions import PredictionCSV
-from fmnist_lightning.data import options as data_options
-from fmnist_lightning.data.datamodule import FashionMNISTDataModule
+from fmnist_lightning.data import FashionMNISTDataModule, options
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.lightning_private import TrainerWithoutDuplicateBar
 from fmnist_lightning.observe import fit_summary
@@ -131,16 +130,8 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
         return trainer
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
-        """Resolves ``--ckpt_path`` to a file before LightningCLI reads the model's hyperparameters from it. Old flat
-        ``--data.<option>`` flags are renamed (with a warning); old flat keys in a config file are a one-line error."""
-        given = data_options.renamed_args(sys.argv[1:] if args is None else args)
-        for path in config_file_args(given):
-            try:
-                config = yaml.safe_load(Path(path).read_text())
-            except (OSError, yaml.YAMLError):
-                continue  # jsonargparse says what is wrong with the file
-            data_options.refuse_old_keys(config.get("data") if isinstance(config, dict) else None, path)
-        self.config = parser.parse_args(given)
+        """Resolves ``--ckpt_path`` to a file before LightningCLI reads the model's hyperparameters from it."""
+        self.config = parser.parse_args(options.upgrade_old_data_keys(sys.argv[1:] if args is None else args))
         command = self.config.get("subcommand")
         if command is None or self.config[command].get("ckpt_path") is None:
             return
@@ -243,15 +234,6 @@ def logger_asked(args: list[str], config: Namespace) -> bool:
         if isinstance(trainer, dict) and "logger" in trainer:
             return True
     return False
-
-
-def config_file_args(args: list[str]) -> list[str]:
-    """The values of ``--config`` on a command line."""
-    return [
-        arg.removeprefix("--config=") if arg.startswith("--config=") else args[i + 1]
-        for i, arg in enumerate(args)
-        if arg.startswith("--config=") or (arg in ("--config", "-c") and i + 1 < len(args))
-    ]
 
 
 def config_paths(config: Namespace) -> list[str]:

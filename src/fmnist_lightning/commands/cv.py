@@ -24,8 +24,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser
 from matplotlib.figure import Figure
 
-from fmnist_lightning.commands.cli import FashionMNISTCLI, config_file_args, model_name, tensorboard_args
-from fmnist_lightning.data.options import FOLD_FLAGS, kfold_args
+from fmnist_lightning.commands.cli import FashionMNISTCLI, model_name, tensorboard_args
+from fmnist_lightning.data.options import FOLD_FLAGS, config_file_args, kfold_args
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.registry import get_model_info
 from fmnist_lightning.safe_files import first_free_name, numbered

@@ -7,7 +7,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 from fmnist_lightning.data.images import Invert
 from fmnist_lightning.errors import UserInputError
@@ -153,6 +156,28 @@ def renamed_args(args: list[str]) -> list[str]:
             arg = new + equals + value
         renamed.append(arg)
     return renamed
+
+
+def config_file_args(args: list[str]) -> list[str]:
+    """The values of ``--config`` on a command line."""
+    return [
+        arg.removeprefix("--config=") if arg.startswith("--config=") else args[i + 1]
+        for i, arg in enumerate(args)
+        if arg.startswith("--config=") or (arg in ("--config", "-c") and i + 1 < len(args))
+    ]
+
+
+def upgrade_old_data_keys(args: list[str]) -> list[str]:
+    """The command line with old flat ``--data.<option>`` flags renamed (with a warning), after checking that its
+    config files use none of the old keys (a one-line error naming the new one)."""
+    args = renamed_args(args)
+    for path in config_file_args(args):
+        try:
+            config = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            continue  # jsonargparse says what is wrong with the file
+        refuse_old_keys(config.get("data") if isinstance(config, dict) else None, path)
+    return args
 
 
 def refuse_old_keys(data: Any, where: str) -> None:
