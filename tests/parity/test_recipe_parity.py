@@ -14,7 +14,8 @@ Where Keras and torch name or count a thing differently the translation is writt
   ``restore_best_weights=True`` is the best-val-loss checkpoint tested afterwards (``test --ckpt_path best``).
 - ``ReduceLROnPlateau(patience=p, min_delta=d)`` reduces after p epochs without an improvement of d (absolute); torch's
   reduces after more than ``patience`` such epochs, so p − 1, with ``threshold=d, threshold_mode='abs'``.
-- ``KFold(5, shuffle=True, random_state=1)`` is ``validation: kfold, num_folds: 5, split_seed: 1`` (data.datasets).
+- ``KFold(5, shuffle=True, random_state=1)`` is ``validation: {protocol: kfold, num_folds: 5, split_seed: 1}``
+  (data.datasets).
 
 The callbacks' translations are also run: the same validation losses through the Keras callbacks built from the
 table and through the config's Lightning callback and torch scheduler must stop at the same epoch and give the same
@@ -213,8 +214,8 @@ def test_validation_protocol(name, study_cli):
 
 
 def test_the_project_s_folds_are_sklearn_s_kfold():
-    """``validation: kfold`` with ``num_folds`` and ``split_seed`` cuts the 60,000 training images as the study's
-    ``KFold(n_splits, shuffle=True, random_state)`` did."""
+    """``validation.protocol: kfold`` with ``num_folds`` and ``split_seed`` cuts the 60,000 training images as the
+    study's ``KFold(n_splits, shuffle=True, random_state)`` did."""
     model_selection = pytest.importorskip("sklearn.model_selection")
     (call,) = {r.folds for r in STUDY_RECIPES.values() if r.folds is not None}
     args = call.kwargs
