@@ -74,7 +74,7 @@ def measure(model: str, options: argparse.Namespace, logs: str) -> dict[str, Any
     groups = math.ceil(options.images / (batch_size(config) * steps))
     cli = FashionMNISTCLI(
         [
-            "--config", str(config), "--data.data_dir", options.data_dir, "--data.augment", "false",
+            "--config", str(config), "--data.data_dir", options.data_dir, "--data.augmentation.affine", "false",
             "--trainer.max_epochs", str(options.epochs), "--trainer.limit_train_batches", str(groups),
             "--trainer.logger.init_args.save_dir", logs, "--run_metrics.latency", "false",
         ],

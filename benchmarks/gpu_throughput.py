@@ -63,8 +63,8 @@ PEAK_TFLOPS = {
     r"H100(?!.*PCIe)|H200": {"bf16": 989.0, "tf32": 494.0, "fp32": 67.0},  # SXM
 }
 # the recipes' augmentation off, in all three ways (the bare loop has none)
-NO_AUGMENTATION = ["--data.augment", "false", "--data.crop_padding", "0", "--data.hflip", "false"]
-NO_AUGMENTATION += ["--data.erasing", "0", "--data.mixup_alpha", "0", "--data.cutmix_alpha", "0"]
+NO_AUGMENTATION = ["--data.augmentation", "{affine: false, crop_padding: 0, hflip: false, erasing: 0}"]
+NO_AUGMENTATION += ["--data.augmentation", "{mixup_alpha: 0, cutmix_alpha: 0}"]
 # what a way ran with, kept in the results beside its figures (the fits' from their metrics.json)
 SETTINGS = ("device", "precision", "float32_matmul_precision", "data_on_device", "channels_last", "compile")
 SETTINGS += ("compile_mode", "steps_per_execution", "compile_s", "training_span_s")

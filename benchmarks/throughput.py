@@ -182,7 +182,7 @@ def images_per_model(
 
 def torch_args(options: argparse.Namespace) -> list[str]:
     """The CLI arguments shared by ``fit`` and ``bare``: no augmentation, and the speed options asked for."""
-    args = ["--data.data_dir", options.data_dir, "--data.augment", "false"]
+    args = ["--data.data_dir", options.data_dir, "--data.augmentation.affine", "false"]
     return args + (["--speed.channels_last", "true"] if options.channels_last else [])
 
 

@@ -50,10 +50,11 @@ def tiny_data(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_datamodule(tmp_path: Path) -> Callable:
     from fmnist_lightning import FashionMNISTDataModule
+    from fmnist_lightning.data import DataFiles
 
-    def make(data_dir: Path, **kwargs) -> FashionMNISTDataModule:
-        kwargs.setdefault("download", False)
-        module = FashionMNISTDataModule(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), **kwargs)
+    def make(data_dir: Path, download: bool = False, **kwargs) -> FashionMNISTDataModule:
+        files = DataFiles(download=download, cache_dir=str(tmp_path / "cache"))
+        module = FashionMNISTDataModule(data_dir=str(data_dir), files=files, **kwargs)
         module.prepare_data()
         module.setup("fit")
         return module

@@ -23,7 +23,7 @@ ALLOWED = {
     "__main__": {"commands"},  # python -m fmnist_lightning
     "fmnist_lightning": {"errors", "fashion_mnist", "registry"},  # the package's __init__; the rest by name, lazily
     "commands": EVERYTHING_BELOW_COMMANDS,
-    "runs": {"registry", "training", "errors", "safe_files"},
+    "runs": {"registry", "training", "data", "errors", "safe_files"},  # data: an old run's data keys, regrouped
     "observe": {"training", "data", "fashion_mnist", "lightning_private", "safe_files", "errors"},
     "models": {"networks", "training", "registry", "errors"},
     "training": {"data", "networks", "fashion_mnist", "lightning_private", "errors"},

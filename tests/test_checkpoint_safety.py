@@ -223,11 +223,14 @@ def test_a_runs_checkpoints_pass_the_safe_load_with_no_extra_types(tmp_path, tin
     monkeypatch.setattr("sys.argv", ["fmnist"])
     configs = [str(REPO / arg) if arg.startswith("configs/") else arg for arg in RECIPES[recipe]]
     args = ["fit", *[item for arg in configs for item in (("--config", arg) if arg.endswith(".yaml") else (arg,))]]
-    args += ["--data.data_dir", str(tiny_data), "--data.val_size", "0.2", "--trainer.max_epochs", "1"]
+    args += ["--data.data_dir", str(tiny_data), "--data.validation.val_size", "0.2", "--trainer.max_epochs", "1"]
     args += ["--speed.compile", "false", "--trainer.enable_progress_bar", "false"]
     args += ["--run_metrics.latency", "false", "--run_metrics.activation_memory", "false"]
     FashionMNISTCLI(args)
     for path in sorted(tmp_path.glob("tensorboard_logs/*/version_0/checkpoints/*.ckpt")):
         assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == [], path.name
         assert "optimizer_states" in checkpoints.read_checkpoint(path, str(path))
+        # the data module's option groups as plain dicts, which a weights-only load reads without registering types
+        data = torch.load(path, weights_only=True)["datamodule_hyper_parameters"]
+        assert data["validation"]["val_size"] == 0.2 and type(data["augmentation"]) is dict
     assert len(list(tmp_path.glob("tensorboard_logs/*/version_0/checkpoints/*.ckpt"))) == 2

@@ -58,7 +58,7 @@ def test_print_config_shows_the_recipe(tmp_path):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_every_config_fits_with_fast_dev_run(tmp_path, tiny_data, config):
-    tiny = ("--data.data_dir", str(tiny_data), "--data.val_size", "0.2")  # 120 images cannot spare 5000
+    tiny = ("--data.data_dir", str(tiny_data), "--data.validation.val_size", "0.2")  # 120 images cannot spare 5000
     ok(cli("fit", "--config", str(config), *tiny, "--trainer.fast_dev_run", "true", cwd=tmp_path))
 
 
@@ -96,21 +96,21 @@ def test_checkpoint_keywords_pick_the_run_of_the_configs_recipe(tmp_path, tiny_d
     """lenet.yaml and its plus.yaml overlay share tensorboard_logs/LeNet5/; `last` must not resume the other's run."""
     common = ("--data.data_dir", str(tiny_data), "--trainer.limit_train_batches", "2", "--run_metrics.latency", "false")
     study = ("--config", str(REPO / "configs/lenet.yaml"), *common)
-    plus = (*study[:2], "--config", str(REPO / "configs/plus.yaml"), *common, "--data.val_size", "0.2")
+    plus = (*study[:2], "--config", str(REPO / "configs/plus.yaml"), *common, "--data.validation.val_size", "0.2")
     ok(cli("fit", *study, "--trainer.max_epochs", "1", cwd=tmp_path))
     runs = tmp_path / "tensorboard_logs" / "LeNet5"
     before = {p.name: p.stat().st_mtime_ns for p in (runs / "version_0").rglob("*")}
 
     error = one_line_error(cli("fit", *plus, "--trainer.max_epochs", "2", "--ckpt_path", "last", cwd=tmp_path))
     assert "no run under tensorboard_logs/LeNet5/ was trained with this config" in error
-    assert "version_0, differs in data.crop_padding, data.hflip" in error
+    assert "version_0, differs in data.augmentation.crop_padding, data.augmentation.hflip" in error
     assert "Resume it with its own config, --config tensorboard_logs/LeNet5/version_0/config.yaml" in error
     assert [p.name for p in runs.iterdir()] == ["version_0"]
     assert {p.name: p.stat().st_mtime_ns for p in (runs / "version_0").rglob("*")} == before
 
     # nor does its run folder resume it with the other config: fit would apply the two configs by halves
     error = one_line_error(cli("fit", *plus, "--ckpt_path", str(runs / "version_0"), cwd=tmp_path))
-    assert "version_0 was trained with another config (it differs in data.crop_padding, data.hflip" in error
+    assert "version_0 was trained with another config (it differs in data.augmentation.crop_padding" in error
     assert f"--config {runs / 'version_0' / 'config.yaml'}" in error
     assert {p.name: p.stat().st_mtime_ns for p in (runs / "version_0").rglob("*")} == before
 
@@ -196,7 +196,7 @@ def test_missing_data_is_a_one_line_error(tmp_path):
         str(REPO / "configs/lenet.yaml"),
         "--data.data_dir",
         "nowhere",
-        "--data.download",
+        "--data.files.download",
         "false",
         cwd=tmp_path,
     )

@@ -178,7 +178,7 @@ def test_evaluating_a_published_checkpoint_leaves_no_run_folder_unless_asked(tmp
 def test_predicting_with_a_published_checkpoint_leaves_only_predictions_csv(tmp_path, tiny_data):
     folder, checkpoint = user_folder_with_published_checkpoint(tmp_path)
     Image.new("L", (28, 28), 0).save(folder / "black.png")
-    predict = ("predict", "--ckpt_path", str(checkpoint), "--data.predict_path", "black.png")
+    predict = ("predict", "--ckpt_path", str(checkpoint), "--data.predict.path", "black.png")
     out = command(*predict, cwd=folder).stdout
     assert "predicted 1 image: " in out and "wrote predictions.csv" in out
     assert sorted(path.name for path in folder.iterdir()) == ["black.png", "predictions.csv", "weights"]

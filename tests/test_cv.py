@@ -16,6 +16,7 @@ from sklearn.model_selection import KFold
 
 from fmnist_lightning.commands.cv import cv_command, study_fold_accuracies, summary_line
 from fmnist_lightning.commands.main import main
+from fmnist_lightning.data import Validation
 from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.models import LeNet5
 from support import REPO, sample_ids, write_dataset
@@ -32,7 +33,14 @@ FAST = [
 
 
 def fit_args(root: Path) -> list[str]:
-    data = ["--data.data_dir", str(root / "fmnist"), "--data.batch_size", "16", "--data.cache_dir", str(root / "cache")]
+    data = [
+        "--data.data_dir",
+        str(root / "fmnist"),
+        "--data.batch_size",
+        "16",
+        "--data.files.cache_dir",
+        str(root / "cache"),
+    ]
     return ["--config", LENET, *data, *QUIET, *FAST]
 
 
@@ -49,7 +57,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         first = cv_command([*fit_args(root), "--folds", "3", "--trainer.max_epochs", "1"])
         first_files = {path.name: path.read_bytes() for path in (root / "reports").iterdir()}
         second_args = ["--folds", "2", "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "2"]
-        second_args += ["--data.kfold_shuffle", "false"]
+        second_args += ["--data.validation.kfold_shuffle", "false"]
         second = cv_command([*fit_args(root), *second_args])
     return {"root": root, "codes": (first, second), "first_files": first_files, "stdout": stdout.getvalue()}
 
@@ -73,8 +81,8 @@ def test_fold_scores_and_their_summary(two_runs):
     # one run folder per fold, each the fit of its own fold, with the model of the last epoch
     assert result["runs"] == [f"tensorboard_logs/LeNet5_cv/version_{k}" for k in range(3)]
     for k, (run, detail) in enumerate(zip(result["runs"], result["fold_details"], strict=True)):
-        data = yaml.safe_load((root / run / "config.yaml").read_text())["data"]
-        assert (data["validation"], data["num_folds"], data["fold"]) == ("kfold", 3, k)
+        folds = yaml.safe_load((root / run / "config.yaml").read_text())["data"]["validation"]
+        assert (folds["protocol"], folds["num_folds"], folds["fold"]) == ("kfold", 3, k)
         assert detail["val_images"] == 40 and detail["epochs"] == 1
         assert f"fold {k + 1}/3: {accuracies[k]:.3f} %  (run: {run})" in two_runs["stdout"]
 
@@ -102,13 +110,8 @@ def test_each_fold_scores_the_final_model(two_runs, make_datamodule, stem, score
     result = summary(root, stem)
     for detail in result["fold_details"]:
         assert detail["scored_by"] == scored_by
-        fold = make_datamodule(
-            root / "fmnist",
-            validation="kfold",
-            num_folds=result["folds"],
-            fold=detail["fold"],
-            kfold_shuffle=result["shuffle"],
-        )
+        folds = Validation("kfold", num_folds=result["folds"], fold=detail["fold"], kfold_shuffle=result["shuffle"])
+        fold = make_datamodule(root / "fmnist", validation=folds)
         assert detail["accuracy"] == pytest.approx(
             final_model_accuracy(root / detail["run"], fold, detail["epochs"]), abs=1e-4
         )
@@ -146,7 +149,7 @@ def test_folds_are_sklearns_kfold_disjoint_and_covering(tiny_data, make_datamodu
     seen: set[int] = set()
     expected = KFold(num_folds, shuffle=True, random_state=1).split(np.zeros(120))
     for fold, (_, study_val) in enumerate(expected):
-        module = make_datamodule(tiny_data, validation="kfold", num_folds=num_folds, fold=fold)
+        module = make_datamodule(tiny_data, validation=Validation("kfold", num_folds=num_folds, fold=fold))
         val = sample_ids(module.val_set.images)
         train = set(sample_ids(module.train_set.images))
         assert sorted(val) == sorted(study_val)
@@ -167,7 +170,10 @@ def test_summary_line_reproduces_the_studys_figures():
         (["--config", LENET, "--folds", "five"], "argument --folds: invalid int value: 'five'"),
         (["--config", "configs/missing.yaml"], "--config configs/missing.yaml: no such file"),
         (["--trainer.max_epochs", "1"], "cv needs the recipe to cross-validate: --config"),
-        (["--config", LENET, "--data.fold", "2"], "cv chooses the folds itself and trains each from scratch: drop"),
+        (
+            ["--config", LENET, "--data.validation.fold", "2"],
+            "cv chooses the folds itself and trains each from scratch: drop",
+        ),
     ],
 )
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
@@ -185,7 +191,7 @@ def test_a_failing_fold_names_itself_and_the_completed_runs(tmp_path, monkeypatc
     setup = FashionMNISTDataModule.setup
 
     def fail_on_fold_1(self: FashionMNISTDataModule, stage: str | None = None) -> None:
-        if self.hparams.fold == 1:
+        if self.validation.fold == 1:
             raise RuntimeError("disk full")
         setup(self, stage)
 
@@ -193,6 +199,6 @@ def test_a_failing_fold_names_itself_and_the_completed_runs(tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="disk full"):
         cv_command([*fit_args(tmp_path), "--folds", "3", "--trainer.max_epochs", "1"])
     stderr = capsys.readouterr().err
-    assert "cv stopped in fold 2/3 (--data.fold 1) by RuntimeError('disk full')" in stderr
+    assert "cv stopped in fold 2/3 (--data.validation.fold 1) by RuntimeError('disk full')" in stderr
     assert "completed: fold 1 " in stderr and "in tensorboard_logs/LeNet5_cv/version_0" in stderr
     assert list((tmp_path / "reports").iterdir()) == []

@@ -14,6 +14,7 @@ from sklearn.model_selection import KFold
 from torchvision.datasets import FashionMNIST
 
 from fmnist_lightning import CLASS_NAMES, UserInputError
+from fmnist_lightning.data import Augmentation, DataFiles, Validation
 from fmnist_lightning.data.datasets import InMemoryImages, kfold_indices
 from fmnist_lightning.fashion_mnist import MEAN, STD
 from fmnist_lightning.models import LeNet5
@@ -45,7 +46,7 @@ def test_class_names_are_the_ten_fashion_mnist_classes():
 
 def test_batches_are_scaled_images_and_one_hot_targets(tmp_path, make_datamodule):
     arrays = write_dataset(tmp_path / "d")
-    dm = make_datamodule(tmp_path / "d", batch_size=16, validation="test")
+    dm = make_datamodule(tmp_path / "d", batch_size=16, validation=Validation(protocol="test"))
     images, targets = batch_of(dm.train_dataloader())
     assert images.shape == (16, 1, 28, 28) and images.dtype == torch.float32
     assert targets.shape == (16, 10) and targets.dtype == torch.float32
@@ -70,7 +71,7 @@ def test_standardize_uses_the_training_mean_and_std(tmp_path, make_datamodule):
 
 
 def test_label_smoothing_softens_training_targets_only(tiny_data, make_datamodule):
-    dm = make_datamodule(tiny_data, label_smoothing=0.1)
+    dm = make_datamodule(tiny_data, augmentation=Augmentation(label_smoothing=0.1))
     _, train_targets = batch_of(dm.train_dataloader())
     assert torch.allclose(train_targets.max(1).values, torch.tensor(0.91)) and torch.allclose(
         train_targets.min(1).values, torch.tensor(0.01)
@@ -85,7 +86,7 @@ def test_label_smoothing_softens_training_targets_only(tiny_data, make_datamodul
 def test_every_layout_loads_the_same_data_without_writing_to_data_dir(tmp_path, make_datamodule, layout, compress):
     arrays = write_dataset(tmp_path / "d", compress=compress, layout=layout)
     before = snapshot(tmp_path / "d")
-    dm = make_datamodule(tmp_path / "d", validation="test")
+    dm = make_datamodule(tmp_path / "d", validation=Validation(protocol="test"))
     assert snapshot(tmp_path / "d") == before
     assert np.array_equal(dm.test_set.images.squeeze(1).numpy(), arrays["test", "images"])
     assert np.array_equal(dm.train_set.labels.numpy(), arrays["train", "labels"])
@@ -93,18 +94,18 @@ def test_every_layout_loads_the_same_data_without_writing_to_data_dir(tmp_path, 
 
 @pytest.mark.parametrize(("val_size", "expected"), [(0.25, 30), (20, 20)])
 def test_split_holds_out_a_seeded_disjoint_part_of_train(tiny_data, make_datamodule, val_size, expected):
-    dm = make_datamodule(tiny_data, validation="split", val_size=val_size)
+    dm = make_datamodule(tiny_data, validation=Validation(val_size=val_size))
     val_ids, train_ids = sample_ids(dm.val_set.images), sample_ids(dm.train_set.images)
     assert len(val_ids) == expected and len(train_ids) == 120 - expected
     assert set(val_ids).isdisjoint(train_ids) and set(val_ids) | set(train_ids) == set(range(120))
-    again = make_datamodule(tiny_data, validation="split", val_size=val_size)
+    again = make_datamodule(tiny_data, validation=Validation(val_size=val_size))
     assert np.array_equal(sample_ids(again.val_set.images), val_ids)
-    other_seed = make_datamodule(tiny_data, validation="split", val_size=val_size, split_seed=2)
+    other_seed = make_datamodule(tiny_data, validation=Validation(val_size=val_size, split_seed=2))
     assert not np.array_equal(sample_ids(other_seed.val_set.images), val_ids)
 
 
 def test_test_validation_uses_the_official_test_set_and_all_of_train(tiny_data, make_datamodule):
-    dm = make_datamodule(tiny_data, validation="test")
+    dm = make_datamodule(tiny_data, validation=Validation(protocol="test"))
     assert dm.val_set is dm.test_set
     assert set(sample_ids(dm.train_set.images)) == set(range(120))
 
@@ -119,7 +120,7 @@ def test_kfold_indices_are_sklearns_kfold_on_60000_images():
 
 @pytest.mark.parametrize("fold", range(5))
 def test_kfold_validates_on_the_studys_fold(tiny_data, make_datamodule, fold):
-    dm = make_datamodule(tiny_data, validation="kfold", num_folds=5, fold=fold)
+    dm = make_datamodule(tiny_data, validation=Validation(protocol="kfold", num_folds=5, fold=fold))
     _, expected = list(KFold(5, shuffle=True, random_state=1).split(np.zeros(120)))[fold]
     assert np.array_equal(np.sort(sample_ids(dm.val_set.images)), expected)
     assert set(sample_ids(dm.train_set.images)) == set(range(120)) - set(expected)
@@ -141,7 +142,13 @@ class SeenImages(Callback):
 
 def test_training_batches_are_augmented_with_one_draw_per_image(tmp_path, make_datamodule):
     write_dataset(tmp_path / "d")
-    dm = make_datamodule(tmp_path / "d", augment=True, validation="test", batch_size=64, eval_batch_size=40)
+    dm = make_datamodule(
+        tmp_path / "d",
+        augmentation=Augmentation(affine=True),
+        validation=Validation(protocol="test"),
+        batch_size=64,
+        eval_batch_size=40,
+    )
     garment = torch.zeros(28, 28, dtype=torch.uint8)
     garment[6:22, 9:19] = 200  # one image repeated: any difference comes from the augmentation
     dm.train_set = InMemoryImages(garment.expand(64, 28, 28).clone(), torch.zeros(64, dtype=torch.long))
@@ -167,10 +174,10 @@ def test_training_batches_are_augmented_with_one_draw_per_image(tmp_path, make_d
 def test_augmentation_fills_with_the_nearest_edge_pixel_before_standardisation(tmp_path, make_datamodule):
     """ImageDataGenerator's fill_mode 'nearest' on [0, 1] pixels: a uniform image, black or grey, stays uniform."""
     write_dataset(tmp_path / "d")
-    dm = make_datamodule(tmp_path / "d", augment=True)
+    dm = make_datamodule(tmp_path / "d", augmentation=Augmentation(affine=True))
     for grey in (0.0, 0.6):
         uniform = torch.full((16, 1, 28, 28), grey)
-        standardised = LeNet5(standardize=True).preprocess(dm.augmentation(uniform))
+        standardised = LeNet5(standardize=True).preprocess(dm.image_transform(uniform))
         torch.testing.assert_close(standardised, torch.full_like(uniform, (grey - MEAN) / STD))
 
 
@@ -251,17 +258,17 @@ def test_unwritable_cache_is_a_clear_error(tiny_data, tmp_path):
 
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder should go")
-    dm = FashionMNISTDataModule(str(tiny_data), cache_dir=str(blocker / "cache"), download=False)
-    with pytest.raises(UserInputError, match=r"--data\.cache_dir"):
+    dm = FashionMNISTDataModule(str(tiny_data), files=DataFiles(download=False, cache_dir=str(blocker / "cache")))
+    with pytest.raises(UserInputError, match=r"--data\.files\.cache_dir"):
         dm.prepare_data()
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"validation": "kfold", "fold": 5}, "--data.fold"),
-        ({"label_smoothing": 1.0}, "label_smoothing"),
-        ({"val_size": 0}, "val_size"),
+        ({"validation": Validation(protocol="kfold", fold=5)}, "--data.validation.fold"),
+        ({"augmentation": Augmentation(label_smoothing=1.0)}, "--data.augmentation.label_smoothing"),
+        ({"validation": Validation(val_size=0)}, "--data.validation.val_size"),
     ],
 )
 def test_bad_options_are_rejected_with_the_flag_name(kwargs, message):
@@ -276,7 +283,7 @@ def test_class_names_are_torchvisions():
 
 
 def test_data_on_the_device_is_gathered_there(tiny_data, make_datamodule):
-    dm = make_datamodule(tiny_data, on_device=True, batch_size=16, validation="split", val_size=20)
+    dm = make_datamodule(tiny_data, on_device=True, batch_size=16, validation=Validation(val_size=20))
     dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))  # a device not the host
     dm.setup("fit")
     for dataset in (dm.train_set, dm.val_set, dm.test_set):
@@ -291,7 +298,7 @@ def test_data_on_the_device_gives_the_host_paths_batches(tmp_path, make_datamodu
     write_dataset(tmp_path / "d")
     seen = {}
     for on_device in (False, True):
-        dm = make_datamodule(tmp_path / "d", on_device=on_device, batch_size=16, validation="split", val_size=20)
+        dm = make_datamodule(tmp_path / "d", on_device=on_device, batch_size=16, validation=Validation(val_size=20))
         seen[on_device] = SeenImages()
         L.seed_everything(3)
         trainer = L.Trainer(

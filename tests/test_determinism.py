@@ -15,7 +15,7 @@ from support import REPO
 # study's affine augmentation; both with the speed options the study's configs have on (channels-last memory,
 # torch.compile)
 CONFIGS = {
-    "custom_cnn_plus": (["custom_cnn", "plus"], ["--data.val_size", "0.2"]),
+    "custom_cnn_plus": (["custom_cnn", "plus"], ["--data.validation.val_size", "0.2"]),
     "seed_efficientnet": (["seed_efficientnet"], []),
 }
 

@@ -56,7 +56,7 @@ def fit_args(config: str, data: Path, *extra: str) -> list[str]:
     return [
         "fit", "--config", str(REPO / "configs" / f"{config}.yaml"),
         "--config", str(REPO / "configs" / f"{OVERLAYS[config]}.yaml"),
-        "--data.data_dir", str(data), "--data.val_size", "512", "--trainer.max_epochs", "1",
+        "--data.data_dir", str(data), "--data.validation.val_size", "512", "--trainer.max_epochs", "1",
         "--trainer.limit_train_batches", "16", "--trainer.log_every_n_steps", "1000",
         "--trainer.enable_progress_bar", "false", "--run_metrics.latency", "false", *extra,
     ]  # fmt: skip

@@ -87,6 +87,18 @@ def test_the_models_former_speed_flags_are_aliases_of_the_speed_ones(tiny_data, 
     assert speed_settings_of(FashionMNISTCLI(args, run=False).trainer).channels_last is True  # lenet.yaml's
 
 
+def test_a_config_with_the_models_former_speed_keys_is_a_one_line_error(tiny_data, tmp_path, capsys):
+    from fmnist_lightning.commands.main import main
+
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  init_args:\n    compile: true\n    channels_last: true\n")
+    assert main(["fit", "--config", str(REPO / "configs" / "lenet.yaml"), "--config", str(old)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {old}: model.init_args.channels_last is now speed.channels_last, model.init_args.compile is now "
+        "speed.compile (the speed settings are apart from the model; docs/cli.md)"
+    )
+
+
 def test_the_gpu_speed_settings_are_not_part_of_a_recipe():
     """A run trained with configs/gpu.yaml is the same recipe as the config alone: `--ckpt_path last` finds it."""
     from fmnist_lightning.runs.folders import recipe

@@ -67,10 +67,10 @@ def test_the_overlays_give_each_study_model_its_old_plus_recipe(model, tmp_path)
         "amsgrad": False,
     }
     assert init.lr_scheduler.init_args.eta_min == 0.0
-    data = config.data
-    assert (data.batch_size, data.validation, data.val_size, data.augment) == (batch_size, "split", 5000, False)
-    assert (data.crop_padding, data.hflip, data.label_smoothing) == (2, True, 0.1)
-    assert (data.erasing, data.mixup_alpha, data.cutmix_alpha) == (0.0, 0.0, 0.0)
+    data, augment = config.data, config.data.augmentation
+    assert (data.batch_size, data.validation.protocol, data.validation.val_size) == (batch_size, "split", 5000)
+    assert (augment.affine, augment.crop_padding, augment.hflip, augment.label_smoothing) == (False, 2, True, 0.1)
+    assert (augment.erasing, augment.mixup_alpha, augment.cutmix_alpha) == (0.0, 0.0, 0.0)
     assert config.trainer.max_epochs == epochs
     assert (config.checkpoint.monitor, config.checkpoint.mode) == ("val/acc", "max")
     # the overlay's callback list replaces the study config's (SeedEfficientNet's EarlyStopping)
@@ -101,7 +101,7 @@ def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("model", OLD_PLUS)
 def test_each_overlay_composition_fits_with_fast_dev_run(model, tiny_data, tmp_path):
     """With the study config's speed settings (torch.compile for three of them) under weight averaging."""
-    tiny = ["--data.data_dir", str(tiny_data), "--data.val_size", "0.2", "--trainer.fast_dev_run", "true"]
+    tiny = ["--data.data_dir", str(tiny_data), "--data.validation.val_size", "0.2", "--trainer.fast_dev_run", "true"]
     cli(["fit", *overlay(model), *tiny], cwd=tmp_path)
 
 
@@ -124,7 +124,14 @@ def test_a_plus_card_fit_and_test_commands_run_and_test_finds_the_run(tiny_data,
     overlays finds the overlay's run, not the study recipe's that shares tensorboard_logs/LeNet5/."""
     card = read_card(REPO / "weights" / "lenet_plus.md")
     (tmp_path / "configs").symlink_to(REPO / "configs")
-    small = ["--data.val_size", "0.2", "--run_metrics.latency", "false", "--trainer.enable_progress_bar", "false"]
+    small = [
+        "--data.validation.val_size",
+        "0.2",
+        "--run_metrics.latency",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     study = ["fit", "--config", "configs/lenet.yaml", "--data.data_dir", str(tiny_data), *small]
     cli([*study, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"], cwd=tmp_path)
     fit = shlex.split(card["fit_command"].replace("DATA_DIR", str(tiny_data)))[3:]
@@ -138,8 +145,14 @@ def test_a_plus_card_fit_and_test_commands_run_and_test_finds_the_run(tiny_data,
 
 def fit_lenet(tiny_data, tmp_path, epochs: int, **model_args) -> L.Trainer:
     from fmnist_lightning import FashionMNISTDataModule
+    from fmnist_lightning.data import DataFiles, Validation
 
-    data = FashionMNISTDataModule(str(tiny_data), batch_size=16, val_size=0.2, download=False, cache_dir=str(tmp_path))
+    data = FashionMNISTDataModule(
+        str(tiny_data),
+        batch_size=16,
+        validation=Validation(val_size=0.2),
+        files=DataFiles(download=False, cache_dir=str(tmp_path)),
+    )
     trainer = L.Trainer(
         max_epochs=epochs,
         limit_train_batches=3,

@@ -1,5 +1,5 @@
 """Predicting users' own images: any image to Fashion-MNIST's format, ``predict_images``, and
-``predict --data.predict_path`` writing predictions.csv, with the published LeNet-5 (no training)."""
+``predict --data.predict.path`` writing predictions.csv, with the published LeNet-5 (no training)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from PIL import Image
 
 from fmnist_lightning import CLASS_NAMES, UserInputError, load
 from fmnist_lightning.commands.main import main
-from fmnist_lightning.data import MEAN, STD, FashionMNISTDataModule
+from fmnist_lightning.data import MEAN, STD, FashionMNISTDataModule, PredictImages
 from fmnist_lightning.data.datasets import ImageBatch
 from fmnist_lightning.data.images import UnreadableImageError, fashion_mnist_pixels
 from support import FILES, REPO, read_idx
@@ -187,7 +187,7 @@ def test_the_data_module_reads_user_images_without_fashion_mnist(tmp_path):
     Image.fromarray(LIGHT_ON_BLACK).save(folder / "a.bmp")
     (folder / "c.webp").write_bytes(b"damaged")
     (folder / "notes.txt").write_text("not an image, not listed")
-    data = FashionMNISTDataModule(str(tmp_path / "no_data_here"), predict_path=str(folder))
+    data = FashionMNISTDataModule(str(tmp_path / "no_data_here"), predict=PredictImages(path=str(folder)))
     data.setup("predict")
     (batch,) = data.predict_dataloader()
     assert isinstance(batch, ImageBatch) and batch.files == [str(folder / "a.bmp"), str(folder / "b.png")]
@@ -224,7 +224,7 @@ def test_predict_writes_a_csv_row_per_readable_image_and_exits_1_for_the_damaged
 ):
     monkeypatch.chdir(tmp_path)
     files = write_user_images(tmp_path / "photos")
-    assert predict("--ckpt_path", str(LENET), "--data.predict_path", "photos") == 1
+    assert predict("--ckpt_path", str(LENET), "--data.predict.path", "photos") == 1
     out, err = capsys.readouterr()
     assert f"predicted {len(files)} images: " in out and "wrote predictions.csv" in out
     assert "skipped 1 unreadable image files:" in err and "photos/broken.png: " in err
@@ -246,7 +246,7 @@ def test_predict_into_the_run_folder_never_overwrites_an_earlier_csv(tmp_path, m
     shutil.copy(LENET, run / "checkpoints" / "best.ckpt")
     image = tmp_path / "one.png"
     Image.fromarray(LIGHT_ON_BLACK).save(image)
-    args = ["--ckpt_path", str(run), "--data.predict_path", str(image)]
+    args = ["--ckpt_path", str(run), "--data.predict.path", str(image)]
     assert predict(*args) == 0
     first = (run / "predictions.csv").read_bytes()
     assert predict(*args) == 0
@@ -265,10 +265,10 @@ def test_a_predict_path_without_readable_images_is_a_one_line_error(tmp_path, mo
         (folder / "readme.txt").write_text("no images")
     if case == "none readable":
         (folder / "broken.jpg").write_bytes(b"damaged")
-    assert predict("--ckpt_path", str(LENET), "--data.predict_path", "photos") == 2
+    assert predict("--ckpt_path", str(LENET), "--data.predict.path", "photos") == 2
     err = capsys.readouterr().err
     (line,) = (line for line in err.splitlines() if line.startswith("error:"))
-    assert line.startswith("error: --data.predict_path photos: ") and "Traceback" not in err
+    assert line.startswith("error: --data.predict.path photos: ") and "Traceback" not in err
     assert not list(tmp_path.glob("predictions*.csv"))
 
 

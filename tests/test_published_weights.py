@@ -213,7 +213,7 @@ def test_publish_records_overlays_overrides_and_the_spread_over_seeds(tiny_data,
     other seeds' runs of the same recipe are each scored by an evaluator that is not publish's, and their mean and
     sample std are the card's; a run of another recipe is refused as a seed, before anything is written."""
     configs = ["configs/lenet.yaml", "configs/plus.yaml"]
-    quick = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--data.val_size", "0.2"]
+    quick = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--data.validation.val_size", "0.2"]
 
     def fit(seed: int, *extra: str) -> Path:
         logs = tmp_path / f"logs_{seed}"
@@ -260,6 +260,6 @@ def test_publish_records_overlays_overrides_and_the_spread_over_seeds(tiny_data,
     # the run's settings as its config.yaml recorded them (limit_train_batches 2, which CI's full run wrote as 2.0)
     assert " --trainer.max_epochs 1 " in card["fit_command"]
     assert re.search(r" --trainer\.limit_train_batches 2(\.0)? ", card["fit_command"])
-    assert "--data.val_size 0.2 " in card["fit_command"]  # a recipe setting of the command line
+    assert "--data.validation.val_size 0.2 " in card["fit_command"]  # a recipe setting of the command line
     text = (tmp_path / "weights" / "tiny.md").read_text()
     assert f"mean {100 * mean:.2f} %" in text and "`configs/lenet.yaml` + `configs/plus.yaml`" in text

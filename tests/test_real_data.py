@@ -8,14 +8,14 @@ import lightning as L
 import torch
 
 from fmnist_lightning import FashionMNISTDataModule, LeNet5
+from fmnist_lightning.data import DataFiles, Validation
 
 
 def test_lenet5_reaches_85_percent_after_one_epoch(real_data, tmp_path):
     torch.set_num_threads(2)
     L.seed_everything(0)
-    data = FashionMNISTDataModule(
-        str(real_data), batch_size=64, validation="test", download=False, cache_dir=str(tmp_path)
-    )
+    files = DataFiles(download=False, cache_dir=str(tmp_path))
+    data = FashionMNISTDataModule(str(real_data), batch_size=64, validation=Validation(protocol="test"), files=files)
     model = LeNet5(optimizer=partial(torch.optim.Adam, lr=2e-3))
     trainer = L.Trainer(
         max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0

@@ -67,7 +67,7 @@ def make_cli(tiny_data, tmp_path, *args: str) -> FashionMNISTCLI:
 
 
 def test_mixup_mixes_each_batch_with_its_reverse_and_the_targets_alike(tiny_data, tmp_path):
-    cli = make_cli(tiny_data, tmp_path, "--data.mixup_alpha", "0.4", "--data.batch_size", "32")
+    cli = make_cli(tiny_data, tmp_path, "--data.augmentation.mixup_alpha", "0.4", "--data.batch_size", "32")
     data = cli.datamodule
     data.prepare_data(), data.setup("fit")
     data.trainer = cli.trainer
@@ -87,16 +87,16 @@ def test_mixup_mixes_each_batch_with_its_reverse_and_the_targets_alike(tiny_data
 
 def test_mixup_needs_an_even_batch_and_bad_augmentation_values_are_refused(tiny_data, tmp_path):
     with pytest.raises(UserInputError, match="batch_size must be even"):
-        make_cli(tiny_data, tmp_path, "--data.cutmix_alpha", "1.0", "--data.batch_size", "33")
+        make_cli(tiny_data, tmp_path, "--data.augmentation.cutmix_alpha", "1.0", "--data.batch_size", "33")
     with pytest.raises(UserInputError, match="erasing"):
-        make_cli(tiny_data, tmp_path, "--data.erasing", "1.5")
+        make_cli(tiny_data, tmp_path, "--data.augmentation.erasing", "1.5")
 
 
 def test_every_augmentation_together_trains(tiny_data, tmp_path):
     cli = make_cli(
-        tiny_data, tmp_path, "--data.augment", "true", "--data.crop_padding", "2", "--data.hflip", "true",
-        "--data.erasing", "0.5", "--data.mixup_alpha", "0.2", "--data.cutmix_alpha", "1.0",
-        "--model.init_args.standardize", "true", "--data.label_smoothing", "0.1", "--data.batch_size", "16",
+        tiny_data, tmp_path, "--data.augmentation", "{affine: true, crop_padding: 2, hflip: true, erasing: 0.5}",
+        "--data.augmentation", "{mixup_alpha: 0.2, cutmix_alpha: 1.0, label_smoothing: 0.1}",
+        "--model.init_args.standardize", "true", "--data.batch_size", "16",
     )  # fmt: skip
     cli.trainer.fit(cli.model, cli.datamodule)
     assert math.isfinite(cli.trainer.callback_metrics["train/loss_epoch"].item())
@@ -173,8 +173,8 @@ def test_ema_batch_norm_statistics_are_those_of_the_averaged_weights(tiny_data, 
         logs = tmp_path / f"logs_{bn_batches}"
         cli = make_cli(
             tiny_data, tmp_path, "--config", str(REPO / "configs/fast.yaml"), "--data.data_dir", str(tiny_data),
-            "--data.validation", "test", "--data.batch_size", "8", "--trainer.max_epochs", "2",
-            "--data.hflip", "true", "--trainer.logger.init_args.save_dir", str(logs),
+            "--data.validation.protocol", "test", "--data.batch_size", "8", "--trainer.max_epochs", "2",
+            "--data.augmentation.hflip", "true", "--trainer.logger.init_args.save_dir", str(logs),
             f"--trainer.callbacks+={json.dumps(ema)}",
         )  # fmt: skip
         cli.trainer.fit(cli.model, cli.datamodule)

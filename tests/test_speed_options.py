@@ -89,7 +89,7 @@ def state_keys(model: torch.nn.Module) -> list[str]:
 
 def test_one_cycle_schedule_gets_the_run_length_from_the_trainer(tiny_data, tmp_path):
     cli = make_cli(
-        tiny_data, tmp_path, "--data.batch_size", "16", "--data.val_size", "16", "--trainer.max_epochs", "2",
+        tiny_data, tmp_path, "--data.batch_size", "16", "--data.validation.val_size", "16", "--trainer.max_epochs", "2",
         config="fast",
     )  # fmt: skip
     assert isinstance(cli.model, FastCNN)
@@ -113,7 +113,15 @@ PLATEAU = '{"class_path": "torch.optim.lr_scheduler.ReduceLROnPlateau", "init_ar
     [
         ["--model.init_args.lr_scheduler", STEP_LR, "--model.init_args.warmup", "1"],
         ["--model.init_args.lr_scheduler", PLATEAU],
-        ["--data.crop_padding", "2", "--data.hflip", "true", "--data.mixup_alpha", "0.4", *STEP_WARMUP],
+        [
+            "--data.augmentation.crop_padding",
+            "2",
+            "--data.augmentation.hflip",
+            "true",
+            "--data.augmentation.mixup_alpha",
+            "0.4",
+            *STEP_WARMUP,
+        ],
     ],
     ids=["epoch-schedule", "plateau", "crop-flip-mixup-step-schedule"],
 )
@@ -129,7 +137,7 @@ def test_steps_per_execution_takes_the_same_steps_as_one_at_a_time(tiny_data, tm
         cli.trainer.fit(cli.model, cli.datamodule)
         runs[steps] = cli
     one, three = runs[1], runs[3]
-    mixup = "--data.mixup_alpha" in options
+    mixup = "--data.augmentation.mixup_alpha" in options
     assert three.trainer.num_training_batches == 3  # 120 images: 16 + 16 + 16 | … | 16 + 8
     assert three.trainer.global_step == one.trainer.global_step == 3 * (7 if mixup else 8)
     learning_rates = [cli.trainer.optimizers[0].param_groups[0]["lr"] for cli in (one, three)]
@@ -223,7 +231,7 @@ def test_steps_per_execution_sizes_a_schedule_by_the_runs_optimizer_steps(tiny_d
     for k in (1, 4):
         cli = make_cli(
             tiny_data, tmp_path / str(k), "--model.init_args.steps_per_execution", str(k), "--data.batch_size", "16",
-            "--data.val_size", "16", "--trainer.max_epochs", "2", *SMALL_FAST_CNN, *options, config="fast",
+            "--data.validation.val_size", "16", "--trainer.max_epochs", "2", *SMALL_FAST_CNN, *options, config="fast",
         )  # fmt: skip
         rates = LearningRates()
         cli.trainer.callbacks.append(rates)
@@ -264,7 +272,7 @@ def test_steps_per_execution_averages_weights_after_every_optimizer_step(tiny_da
     for k in (1, 4):
         cli = make_cli(
             tiny_data, tmp_path / str(k), "--model.init_args.steps_per_execution", str(k), "--data.batch_size", "16",
-            "--data.val_size", "16", "--trainer.max_epochs", "2", *SMALL_FAST_CNN,
+            "--data.validation.val_size", "16", "--trainer.max_epochs", "2", *SMALL_FAST_CNN,
             f"--trainer.callbacks+={json.dumps(ema)}", config="fast",
         )  # fmt: skip
         cli.trainer.fit(cli.model, cli.datamodule)

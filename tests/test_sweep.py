@@ -23,6 +23,7 @@ import yaml
 from sklearn.model_selection import KFold
 
 from fmnist_lightning.commands.main import main
+from fmnist_lightning.data import Validation
 from support import error_line, sample_ids, write_dataset
 from test_cv import FAST, LENET, QUIET  # seconds per fit: no sanity check, graph, latency or memory profile
 
@@ -46,7 +47,7 @@ LR, BATCH = "model.init_args.optimizer.init_args.lr", "data.batch_size"
 
 
 def fit_args(root: Path) -> list[str]:
-    data = ["--data.data_dir", str(root / "fmnist"), "--data.cache_dir", str(root / "cache")]
+    data = ["--data.data_dir", str(root / "fmnist"), "--data.files.cache_dir", str(root / "cache")]
     return ["--config", LENET, *data, *QUIET, *FAST]
 
 
@@ -110,8 +111,8 @@ def test_two_workers_complete_each_grid_point_once(grid_run):
             runs = trial.user_attrs["runs"]
             assert runs == [f"tensorboard_logs/LeNet5_sweep/grid/trial_{trial.number:03d}/version_{k}" for k in (0, 1)]
             config = yaml.safe_load((grid_run["root"] / runs[1] / "config.yaml").read_text())
-            data = config["data"]
-            assert [data[key] for key in ("validation", "num_folds", "fold", "kfold_shuffle")] == ["kfold", 2, 1, False]
+            data, folds = config["data"], config["data"]["validation"]
+            assert [folds[key] for key in ("protocol", "num_folds", "fold", "kfold_shuffle")] == ["kfold", 2, 1, False]
             assert (config["model"]["init_args"]["optimizer"]["init_args"]["lr"], data["batch_size"]) == tuple(
                 trial.params.values()
             )
@@ -243,7 +244,7 @@ def test_another_sweep_under_the_same_name_changes_nothing(tmp_path):
 def test_unshuffled_folds_are_sklearns_kfold(tiny_data, make_datamodule):
     fold_ids = []
     for fold in range(3):
-        module = make_datamodule(tiny_data, validation="kfold", num_folds=3, fold=fold, kfold_shuffle=False)
+        module = make_datamodule(tiny_data, validation=Validation("kfold", num_folds=3, fold=fold, kfold_shuffle=False))
         fold_ids.append(sample_ids(module.val_set.images))
     expected = [val for _, val in KFold(3).split(np.zeros(120))]
     assert [ids.tolist() for ids in fold_ids] == [list(val) for val in expected]

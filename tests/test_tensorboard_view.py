@@ -29,9 +29,10 @@ from test_cli import cli, ok
 COMMON = ("--config", str(REPO / "configs/lenet.yaml"), "--trainer.enable_progress_bar", "false")
 FIT = ("--trainer.max_epochs", "1", "--run_metrics.latency", "false", "--run_metrics.activation_memory", "false")
 # the second run's settings that differ from the first's (lenet.yaml: SGD lr 0.01, no augmentation, seed 1)
-VARIED = {"augment": True, "lr": 0.05, "seed": 7}
+VARIED = {"augmentation.affine": True, "lr": 0.05, "seed": 7}
 RESULTS = ["~hp/best_val_acc", "~hp/final_val_acc", "~hp/fit_time_s", "~hp/peak_rss_mb", "~hp/test_acc"]
-INTERNAL = {"_class_path", "_instantiator", "cache_dir", "data_dir", "predict_path", "download", "batches_per_step"}
+INTERNAL = {"_class_path", "_instantiator", "files.cache_dir", "data_dir", "predict.path", "files.download"}
+INTERNAL |= {"batches_per_step", "validation", "augmentation", "files", "predict"}  # groups are shown by option
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,14 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = ("--data.data_dir", str(folder / "fmnist"), "--data.batch_size", "16")
     logger = ("--trainer.logger.init_args.save_dir", str(folder / "logs"))
     assert main(["fit", *COMMON, *data, *logger, *FIT]) == 0
-    second = ("--data.augment", "true", "--model.init_args.optimizer.init_args.lr", "0.05", "--seed_everything", "7")
+    second = (
+        "--data.augmentation.affine",
+        "true",
+        "--model.init_args.optimizer.init_args.lr",
+        "0.05",
+        "--seed_everything",
+        "7",
+    )
     assert main(["fit", *COMMON, *data, *logger, *FIT, *second]) == 0
     # the test accuracy arrives later, from a process of its own
     checkpoint = folder / "logs/LeNet5/version_0/checkpoints/last.ckpt"
@@ -80,8 +88,8 @@ def test_the_hparams_are_the_comparable_settings_with_readable_values(experiment
     assert not INTERNAL & set(infos), INTERNAL & set(infos)
     expected_types = {
         "model": "STRING", "optimizer": "STRING", "lr": "FLOAT64", "momentum": "FLOAT64", "batch_size": "FLOAT64",
-        "max_epochs": "FLOAT64", "augment": "BOOL", "hflip": "BOOL", "precision": "STRING", "seed": "FLOAT64",
-        "steps_per_execution": "FLOAT64", "channels_last": "BOOL", "validation": "STRING",
+        "max_epochs": "FLOAT64", "augmentation.affine": "BOOL", "augmentation.hflip": "BOOL", "precision": "STRING",
+        "seed": "FLOAT64", "steps_per_execution": "FLOAT64", "channels_last": "BOOL", "validation.protocol": "STRING",
     }  # fmt: skip
     assert {name: infos[name]["type"] for name in expected_types} == {
         name: f"DATA_TYPE_{kind}" for name, kind in expected_types.items()
@@ -92,9 +100,11 @@ def test_the_hparams_are_the_comparable_settings_with_readable_values(experiment
     assert {key: first[key] for key in ("model", "optimizer", "lr", "batch_size", "max_epochs", "precision")} == {
         "model": "LeNet5", "optimizer": "SGD", "lr": 0.01, "batch_size": 16, "max_epochs": 1, "precision": "32-true",
     }  # fmt: skip
-    assert first["augment"] is False and first["seed"] == 1 and first["channels_last"] is True  # lenet.yaml's
+    assert (
+        first["augmentation.affine"] is False and first["seed"] == 1 and first["channels_last"] is True
+    )  # lenet.yaml's
     assert {key: second[key] for key in VARIED} == VARIED
-    assert second["augment"] is True  # a boolean, not 1.0
+    assert second["augmentation.affine"] is True  # a boolean, not 1.0
 
 
 def test_the_settings_that_differ_come_first(experiment):

@@ -16,8 +16,7 @@ model:
   class_path: fmnist_lightning.models.LeNet5
 data:
   batch_size: 16
-  validation: split
-  val_size: 0.25
+  validation: {protocol: split, val_size: 0.25}
 trainer:
   max_epochs: 3
 """

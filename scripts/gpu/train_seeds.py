@@ -76,7 +76,7 @@ def epoch_estimate(metrics: dict, training_images: int, fraction: float) -> floa
 
 def training_images(config: Path) -> int:
     data = yaml.safe_load(config.read_text()).get("data") or {}
-    val_size = data.get("val_size", 5000)
+    val_size = (data.get("validation") or {}).get("val_size", 5000)
     return 60_000 - (round(60_000 * val_size) if isinstance(val_size, float) and val_size < 1 else int(val_size))
 
 

@@ -141,7 +141,8 @@ class StudyResult:
     measure: str  # what the figure is: test accuracy, or a k-fold validation mean
     recipe: str
     training_time: str = ""
-    # per fold, in ``--data.fold`` order, where the study cross-validated on KFold(5, shuffle=True, random_state=1)
+    # per fold, in ``--data.validation.fold`` order, where the study cross-validated on
+    # KFold(5, shuffle=True, random_state=1)
     fold_accuracies: tuple[float, ...] = ()
     # the recipe fact by fact (``STUDY_RECIPES``), checked against the model's study config
     keras_recipe: StudyRecipe | None = None

@@ -133,10 +133,10 @@ def test_wrong_architecture_names_the_first_mismatching_layer():
 @pytest.fixture(scope="module")
 def real_test_set(real_data, tmp_path_factory):
     from fmnist_lightning import FashionMNISTDataModule
+    from fmnist_lightning.data import DataFiles, Validation
 
-    data = FashionMNISTDataModule(
-        str(real_data), validation="test", download=False, cache_dir=str(tmp_path_factory.mktemp("c"))
-    )
+    files = DataFiles(download=False, cache_dir=str(tmp_path_factory.mktemp("c")))
+    data = FashionMNISTDataModule(str(real_data), validation=Validation(protocol="test"), files=files)
     data.setup("test")
     return data.test_set
 

@@ -14,7 +14,8 @@ Where Keras and torch name or count a thing differently the translation is writt
   ``restore_best_weights=True`` is the best-val-loss checkpoint tested afterwards (``test --ckpt_path best``).
 - ``ReduceLROnPlateau(patience=p, min_delta=d)`` reduces after p epochs without an improvement of d (absolute); torch's
   reduces after more than ``patience`` such epochs, so p − 1, with ``threshold=d, threshold_mode='abs'``.
-- ``KFold(5, shuffle=True, random_state=1)`` is ``validation: kfold, num_folds: 5, split_seed: 1`` (data.datasets).
+- ``KFold(5, shuffle=True, random_state=1)`` is ``validation: {protocol: kfold, num_folds: 5, split_seed: 1}``
+  (data.datasets).
 
 The callbacks' translations are also run: the same validation losses through the Keras callbacks built from the
 table and through the config's Lightning callback and torch scheduler must stop at the same epoch and give the same
@@ -192,7 +193,7 @@ def test_preprocessing_and_loss(name, study_cli):
     cross-entropy on one-hot labels: no label smoothing, mixup or cutmix, no test-time flips."""
     cli, facts = study_cli(name), recipe(name)
     assert (facts.preprocessing, facts.loss) == ("x / 255.0", "categorical_crossentropy")
-    data = cli.datamodule.hparams
+    data = cli.datamodule.augmentation
     assert (data.label_smoothing, data.mixup_alpha, data.cutmix_alpha) == (0.0, 0.0, 0.0)
     assert cli.model.hparams.standardize is False
     assert cli.model.hparams.tta_flip is False
@@ -204,18 +205,18 @@ def test_preprocessing_and_loss(name, study_cli):
 
 @pytest.mark.parametrize("name", STUDY_MODELS)
 def test_validation_protocol(name, study_cli):
-    data, facts = study_cli(name).datamodule.hparams, recipe(name)
-    assert data.validation == facts.validation
+    data, facts = study_cli(name).datamodule.validation, recipe(name)
+    assert data.protocol == facts.validation
     if facts.validation == "kfold":
         folds = facts.folds.kwargs
         assert facts.folds.class_name == "KFold" and folds["shuffle"] is True
         assert (data.num_folds, data.split_seed) == (folds["n_splits"], folds["random_state"])
-        assert data.fold == 0  # the config runs fold 0; --data.fold 1..4 the others
+        assert data.fold == 0  # the config runs fold 0; --data.validation.fold 1..4 the others
 
 
 def test_the_project_s_folds_are_sklearn_s_kfold():
-    """``validation: kfold`` with ``num_folds`` and ``split_seed`` cuts the 60,000 training images as the study's
-    ``KFold(n_splits, shuffle=True, random_state)`` did."""
+    """``validation.protocol: kfold`` with ``num_folds`` and ``split_seed`` cuts the 60,000 training images as the
+    study's ``KFold(n_splits, shuffle=True, random_state)`` did."""
     model_selection = pytest.importorskip("sklearn.model_selection")
     (call,) = {r.folds for r in STUDY_RECIPES.values() if r.folds is not None}
     args = call.kwargs
@@ -253,16 +254,16 @@ def keras_ranges(augmentation: nn.Module) -> dict[str, float]:
 @pytest.mark.parametrize("name", STUDY_MODELS)
 def test_augmentation(name, study_cli):
     cli, facts = study_cli(name), recipe(name)
-    data = cli.datamodule.hparams
+    data = cli.datamodule.augmentation
     # nothing the study did not do: no crops or erasing, and a flip only where its generator flipped
     flips = bool(facts.augmentation and facts.augmentation.kwargs.get("horizontal_flip"))
     assert (data.crop_padding, data.erasing, data.hflip) == (0, 0.0, flips)
     if facts.augmentation is None:
-        assert data.augment is False and cli.datamodule.augmentation is None
+        assert data.affine is False and cli.datamodule.image_transform is None
         return
     assert facts.augmentation.class_name == "ImageDataGenerator"
-    assert data.augment is True
-    (warp,) = list(cli.datamodule.augmentation)  # the study's affine warp alone
+    assert data.affine is True
+    (warp,) = list(cli.datamodule.image_transform)  # the study's affine warp alone
     expected = {key: float(value) for key, value in facts.augmentation.args if key != "horizontal_flip"}
     assert keras_ranges(warp) == expected
 
@@ -289,7 +290,7 @@ def test_early_stopping_and_restored_weights(name, study_cli):
     # the weights the recipe is tested with: the best epoch's by the monitored value (restore_best_weights), else
     # the last epoch's, as Keras leaves them
     text = study_config(name).read_text()
-    assert recipe_checkpoint([text], cli.datamodule.hparams.validation) == ("best" if restore else "last")
+    assert recipe_checkpoint([text], cli.datamodule.validation.protocol) == ("best" if restore else "last")
     if restore:
         (best,) = [c for c in cli.trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor]
         assert (best.monitor, best.mode, best.save_top_k) == (KERAS_METRICS[call.kwargs["monitor"]], "min", 1)

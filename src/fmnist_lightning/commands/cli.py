@@ -17,7 +17,7 @@ from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fmnist_lightning.commands.predictions import PredictionCSV
-from fmnist_lightning.data.datamodule import FashionMNISTDataModule
+from fmnist_lightning.data import FashionMNISTDataModule, options
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.lightning_private import TrainerWithoutDuplicateBar
 from fmnist_lightning.observe import fit_summary
@@ -140,7 +140,8 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
         """Resolves ``--ckpt_path`` to a file before LightningCLI reads the model's hyperparameters from it."""
-        super().parse_arguments(parser, moved_speed_flags(sys.argv[1:] if args is None else args))
+        argv = sys.argv[1:] if args is None else args
+        self.config = parser.parse_args(moved_speed_flags(options.upgrade_old_data_keys(argv)))
         command = self.config.get("subcommand")
         if command is None or self.config[command].get("ckpt_path") is None:
             return
@@ -228,7 +229,9 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
 
 def moved_speed_flags(args: list[str]) -> list[str]:
     """The command line with the model's former speed flags (``--model.init_args.compile``, …) as the ``--speed.*``
-    flags they became, saying so: a deprecation alias for command lines written before the change."""
+    flags they became, saying so: a deprecation alias for command lines written before the change. A config file
+    that still sets them under ``model.init_args`` is a one-line error naming the new key (jsonargparse's own would
+    only say that the model does not take it)."""
     renamed = []
     for arg in args:
         flag, equals, value = arg.partition("=")
@@ -237,6 +240,16 @@ def moved_speed_flags(args: list[str]) -> list[str]:
             warnings.warn(f"{flag} is now --speed.{option}", FutureWarning, stacklevel=2)
             arg = f"--speed.{option}{equals}{value}"
         renamed.append(arg)
+    for path in options.config_file_args(renamed):
+        try:
+            model = (yaml.safe_load(Path(path).read_text()) or {}).get("model")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue  # jsonargparse says what is wrong with the file
+        init_args = model.get("init_args") if isinstance(model, dict) else None
+        moved = sorted(MOVED_TO_SPEED_SETTINGS & set(init_args or ()))
+        if moved:
+            keys = ", ".join(f"model.init_args.{key} is now speed.{key}" for key in moved)
+            raise UserInputError(f"{path}: {keys} (the speed settings are apart from the model; docs/cli.md)")
     return renamed
 
 
@@ -282,7 +295,7 @@ def closing_lines(cli: FashionMNISTCLI) -> list[str]:
     if command == "fit" and record is not None:
         checkpoints = {c.filename: Path(c.best_model_path) for c in trainer.checkpoint_callbacks if c.best_model_path}
         texts = [path.get_content() for path in config.get("config") or []]
-        chosen = fit_summary.recipe_checkpoint(texts, config.data.get("validation"))
+        chosen = fit_summary.recipe_checkpoint(texts, config.data.validation.protocol)
         return fit_summary.fit_lines(
             record.metrics,
             run_dir,

@@ -190,9 +190,9 @@ def markdown_report(rows: list[Run], runs_dir: Path) -> str:
         "",
         "The study's Brownlee and custom-CNN figures are 5-fold cross-validation means over the training set, not "
         "test accuracy: they compare with the mean validation accuracy of runs on the same five folds "
-        '(`--data.fold 0` … `4`), not with the test column above. The study\'s "memory used" figure (19.95 MB for '
-        'its "EfficientNet") is the change in system-wide used RAM during training, not a measure of the model, so '
-        "it is left out.",
+        '(`--data.validation.fold 0` … `4`), not with the test column above. The study\'s "memory used" figure '
+        '(19.95 MB for its "EfficientNet") is the change in system-wide used RAM during training, not a measure of the '
+        "model, so it is left out.",
     ]
     return "\n".join(parts) + "\n"
 

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from fmnist_lightning.commands.folds import RESERVED, FoldCLI, FoldResult, fit_fold
 from fmnist_lightning.commands.main import CommandParser
+from fmnist_lightning.data.options import config_file_args
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.registry import get_model_info
 from fmnist_lightning.safe_files import first_free_name, numbered
@@ -30,7 +31,8 @@ OUTPUTS = ("json", "md", "png")
 
 def study_fold_accuracies(model: str) -> tuple[float, ...] | None:
     """The study's fold accuracies (%) of ``model`` (a class name, as runs record it) in fold order, the same folds
-    as ``--data.fold 0..4``; from the registry (``ModelInfo.study``), None where the study did not cross-validate."""
+    as ``--data.validation.fold 0..4``; from the registry (``ModelInfo.study``), None where the study did not
+    cross-validate."""
     try:
         info = get_model_info(model)
     except UserInputError:  # a model of the user's own, not registered
@@ -44,12 +46,13 @@ def cv_command(args: list[str]) -> int:
     folds, out, configs, passthrough = _parse(args)
     results: list[FoldResult] = []
     for k in range(folds):
+        where = f"fold {k + 1}/{folds} (--data.validation.fold {k})"
         try:
             result, cli = fit_fold(passthrough, k, folds)
         except UserInputError as error:
-            raise UserInputError(f"fold {k + 1}/{folds} (--data.fold {k}): {error}{_completed(results)}") from None
+            raise UserInputError(f"{where}: {error}{_completed(results)}") from None
         except BaseException as error:  # also SystemExit: Lightning exits on Ctrl+C
-            message = f"cv stopped in fold {k + 1}/{folds} (--data.fold {k}) by {error!r}{_completed(results)}"
+            message = f"cv stopped in {where} by {error!r}{_completed(results)}"
             print(message, file=sys.stderr)
             raise
         results.append(result)
@@ -71,17 +74,13 @@ def _parse(args: list[str]) -> tuple[int, Path, list[str], list[str]]:
         description="K-fold cross-validation as in the study: per fold, a fresh `fit` on the other folds, scored on "
         "the held-out fold at the end of training. Other options go to every fold's fit (e.g. --data.data_dir DIR).",
     )
-    parser.add_argument("--folds", type=int, help="number of folds (default: the config's data.num_folds, else 5)")
+    parser.add_argument("--folds", type=int, help="folds (default: the config's data.validation.num_folds, else 5)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="folder of the summary (default reports/)")
     options, passthrough = parser.parse_known_args(args)
     reserved = sorted({arg.split("=", 1)[0] for arg in passthrough} & set(RESERVED))
     if reserved:
         raise UserInputError(f"cv chooses the folds itself and trains each from scratch: drop {', '.join(reserved)}")
-    configs = [
-        value.removeprefix("--config=") if value.startswith("--config=") else passthrough[i + 1]
-        for i, value in enumerate(passthrough)
-        if value.startswith("--config=") or (value in ("--config", "-c") and i + 1 < len(passthrough))
-    ]
+    configs = config_file_args(passthrough)
     if not configs:
         raise UserInputError("cv needs the recipe to cross-validate: --config configs/<model>.yaml")
     folds = options.folds
@@ -89,8 +88,9 @@ def _parse(args: list[str]) -> tuple[int, Path, list[str], list[str]]:
         if not Path(config).is_file():
             raise UserInputError(f"--config {config}: no such file")
         data = (yaml.safe_load(Path(config).read_text()) or {}).get("data")
-        if options.folds is None and isinstance(data, dict) and "num_folds" in data:
-            folds = int(data["num_folds"])
+        validation = data.get("validation") if isinstance(data, dict) else None
+        if options.folds is None and isinstance(validation, dict) and "num_folds" in validation:
+            folds = int(validation["num_folds"])
     folds = 5 if folds is None else folds
     if folds < 2:
         raise UserInputError(f"--folds must be at least 2 (k-fold cross-validation holds out one fold), got {folds}")
@@ -120,8 +120,8 @@ def _summary(cli: FoldCLI, results: list[FoldResult], configs: list[str], args: 
         "model": model,
         "config": configs,
         "folds": len(results),
-        "split_seed": cli.datamodule.hparams.split_seed,
-        "shuffle": cli.datamodule.hparams.kfold_shuffle,
+        "split_seed": cli.datamodule.validation.split_seed,
+        "shuffle": cli.datamodule.validation.kfold_shuffle,
         "seed_everything": cli.config.fit.seed_everything,
         "fold_accuracies": accuracies,
         "mean": float(np.mean(accuracies)),
@@ -161,7 +161,7 @@ def _markdown(summary: dict[str, Any], png: str) -> str:
     beside = study is not None and shuffled and seed == 1 and folds == len(study["fold_accuracies"])
     kfold = f"`KFold({folds}, shuffle=True, random_state={seed})`"
     kfold = kfold if shuffled else f"`KFold({folds}, shuffle=False)` (in file order)"
-    head = "| fold (`--data.fold`) | accuracy (%) |" + (" study (%) |" if beside else "") + " run |"
+    head = "| fold (`--data.validation.fold`) | accuracy (%) |" + (" study (%) |" if beside else "") + " run |"
     rule = "|---:|---:|" + ("---:|" if beside else "") + "---|"
     rows = []
     for i, r in enumerate(summary["fold_details"]):

@@ -13,17 +13,18 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser
 
 from fmnist_lightning.commands.cli import FashionMNISTCLI, model_name, tensorboard_args
+from fmnist_lightning.data.options import FOLD_FLAGS, kfold_args
 from fmnist_lightning.errors import UserInputError
 
 # the options fit_fold sets for each fold, and --ckpt_path, which would start a fold from trained weights
-RESERVED = ("--data.validation", "--data.num_folds", "--data.fold", "--ckpt_path")
+RESERVED = (*FOLD_FLAGS, "--ckpt_path")
 
 
 @dataclass
 class FoldResult:
     """One fold's score: the accuracy (%) of the model at the end of training on the held-out fold."""
 
-    fold: int  # --data.fold, 0-based
+    fold: int  # --data.validation.fold, 0-based
     accuracy: float
     run: str
     scored_by: str  # the fit's validation after its last step, or an extra validation of the final model
@@ -69,8 +70,7 @@ class FoldCLI(FashionMNISTCLI):
 def fit_fold(passthrough: list[str], fold: int, folds: int) -> tuple[FoldResult, FoldCLI]:
     """Fit on all folds but ``fold``; score the final model (not a checkpoint) on ``fold``."""
     start = time.perf_counter()
-    kfold = ["--data.validation", "kfold", "--data.num_folds", str(folds), "--data.fold", str(fold)]
-    cli = FoldCLI(["fit", *passthrough, *kfold])
+    cli = FoldCLI(["fit", *passthrough, *kfold_args(folds, fold)])
     trainer = cli.trainer
     accuracy, scored_by = final_accuracy(cli)
     result = FoldResult(

@@ -19,7 +19,7 @@ LIGHTNING_COMMANDS = {
     "fit": "train a model (--config configs/<model>.yaml); --ckpt_path last resumes its newest run",
     "validate": "evaluate a checkpoint on the validation set",
     "test": "evaluate a checkpoint on the official 10k test set (--ckpt_path best|last|FILE|RUN_DIR)",
-    "predict": "class probabilities on the test images, or your own with --data.predict_path FILE_OR_DIR",
+    "predict": "class probabilities on the test images, or your own with --data.predict.path FILE_OR_DIR",
 }
 # the project's commands: name → (what it does, "module:function" taking the arguments and returning the status)
 PROJECT_COMMANDS = {

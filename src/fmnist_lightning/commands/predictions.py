@@ -22,7 +22,7 @@ CSV_COLUMNS = ("file", "class_index", "class_name", "probability", "top3")
 
 
 class PredictionCSV(BasePredictionWriter):
-    """Writes the predictions of ``--data.predict_path``'s images to ``predictions.csv`` and prints a summary.
+    """Writes the predictions of ``--data.predict.path``'s images to ``predictions.csv`` and prints a summary.
 
     One row per image: file, class_index, class_name, probability and the top three classes. The file goes into the
     checkpoint's run folder when it lies in one, else into the current directory, and never replaces an earlier

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from fmnist_lightning.data.datamodule import FashionMNISTDataModule
+from fmnist_lightning.data.options import DataFiles
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.observe.record import METRICS_FILE, UnreadableRecordError, load_run_metrics
 from fmnist_lightning.runs import checkpoints, folders
@@ -59,7 +60,7 @@ def measure_test_accuracy(path: Path, data_dir: Path) -> float:
 def accuracy_on_test_set(model: FashionMNISTClassifier, data_dir: Path) -> float:
     """A loaded checkpoint's accuracy on the official 10k test set; the model standardises its inputs itself, as it
     was trained to (``model.standardize``)."""
-    data = FashionMNISTDataModule(str(data_dir), download=False)
+    data = FashionMNISTDataModule(str(data_dir), files=DataFiles(download=False))
     trainer = L.Trainer(
         accelerator="cpu",
         logger=False,

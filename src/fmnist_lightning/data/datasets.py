@@ -70,7 +70,7 @@ class ImageBatch(NamedTuple):
 
 
 class UserImages(Dataset):
-    """The user's images (``--data.predict_path``) converted to Fashion-MNIST's format, batched like
+    """The user's images (``--data.predict.path``) converted to Fashion-MNIST's format, batched like
     ``InMemoryImages``."""
 
     def __init__(self, images: torch.Tensor, files: list[str]) -> None:

@@ -67,7 +67,7 @@ def torchvision_root(data_dir: Path, cache_dir: Path) -> Path:
     if missing:
         raise UserInputError(
             f"Fashion-MNIST not found in {data_dir}/: missing {', '.join(n + '[.gz]' for n in missing)}; "
-            f"{DATA_DIR_HINT}, or use --data.download true with internet access"
+            f"{DATA_DIR_HINT}, or use --data.files.download true with internet access"
         )
     raw_layout = data_dir / "FashionMNIST" / "raw"
     if all(path == raw_layout / name for name, path in sources.items()):
@@ -127,5 +127,6 @@ def _materialize(source: Path, target: Path) -> None:
         write_atomically(target, copy)
     except OSError as error:  # the cache folder, not the source: copy's errors are UserInputErrors
         raise UserInputError(
-            f"cannot write the data cache {target.parent} ({error.strerror}); set --data.cache_dir to a writable folder"
+            f"cannot write the data cache {target.parent} ({error.strerror}); "
+            "set --data.files.cache_dir to a writable folder"
         ) from None

@@ -44,17 +44,17 @@ class UnreadableImageError(UserInputError):
 
 
 def image_files(predict_path: str | Path) -> list[Path]:
-    """The images that ``--data.predict_path`` names: a file (read whatever its suffix), or the PNG, JPEG, BMP and
+    """The images that ``--data.predict.path`` names: a file (read whatever its suffix), or the PNG, JPEG, BMP and
     WebP files of a folder (not of its subfolders), sorted by name."""
     path = Path(predict_path).expanduser()
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise UserInputError(f"--data.predict_path {predict_path}: no such file or folder; pass an image or a folder")
+        raise UserInputError(f"--data.predict.path {predict_path}: no such file or folder; pass an image or a folder")
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserInputError(
-            f"--data.predict_path {predict_path}: the folder holds no {', '.join(IMAGE_SUFFIXES)} files"
+            f"--data.predict.path {predict_path}: the folder holds no {', '.join(IMAGE_SUFFIXES)} files"
         )
     return files
 

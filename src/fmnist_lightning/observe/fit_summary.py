@@ -117,5 +117,5 @@ def prediction_lines(images: int | None, checkpoint: str | None) -> list[str]:
     of = f" with {checkpoint}" if checkpoint else ""
     return [
         f"predicted the class probabilities of the {count}test images{of}; nothing was written",
-        "  to classify your own images into predictions.csv: --data.predict_path FILE_OR_FOLDER",
+        "  to classify your own images into predictions.csv: --data.predict.path FILE_OR_FOLDER",
     ]

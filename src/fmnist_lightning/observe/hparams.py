@@ -42,7 +42,8 @@ SUMMARY_RUN = "summary"  # the sub-run of a run folder that the HPARAMS tab read
 RESULTS = ("best_val_acc", "final_val_acc", "test_acc", "fit_time_s", "peak_rss_mb")  # under ~hp/, the rest ~run/
 # where files are, switches of predict only, and a copy of another setting (the model's steps_per_execution)
 NOT_COMPARED = frozenset(
-    {"data_dir", "cache_dir", "predict_path", "pretrained_path", "download", "invert", "batches_per_step"}
+    {"data_dir", "files.cache_dir", "predict.path", "pretrained_path", "files.download", "predict.invert"}
+    | {"batches_per_step"}
 )
 SCHEDULER_SETTINGS = ("scheduler_monitor", "scheduler_interval")  # no effect without a scheduler
 # torch's switches of how an optimizer computes its step, not what the step is
@@ -66,12 +67,24 @@ def _readable(settings: Mapping[str, Any], left_out: frozenset[str] | set[str]) 
     return {k: v for k, v in shown.items() if v is not None and not k.startswith("_") and k not in left_out}
 
 
+def _grouped_flat(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The data module's option groups as ``validation.fold``-style names, as the config writes them."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{option}": item for option, item in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def comparable_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Setting]:
     """What changes a run's results, by the names the config uses: the model class and its hyperparameters, the
-    data module's, and during fit the optimizer class with its arguments (``lr``, ``momentum``, …), the scheduler
-    class (with a warm-up, torch's ``LinearLR`` or ``SequentialLR`` that holds it), the trainer's length and
-    precision and the seed. Left out: the CLI's bookkeeping (``_class_path``, ``_instantiator``), file locations,
-    predict's options, a setting that mirrors another, and options left unset (None)."""
+    data module's (its groups' options as ``augmentation.hflip``), and during fit the optimizer class with its
+    arguments (``lr``, ``momentum``, …), the scheduler class (with a warm-up, torch's ``LinearLR`` or
+    ``SequentialLR`` that holds it), the trainer's length and precision and the seed. Left out: the CLI's
+    bookkeeping (``_class_path``, ``_instantiator``), file locations, predict's options, a setting that mirrors
+    another, and options left unset (None)."""
     fitting = trainer.state.fn == "fit"
     schedulers = trainer.lr_scheduler_configs if fitting else []
     left_out = set(NOT_COMPARED) | (set() if schedulers else set(SCHEDULER_SETTINGS))
@@ -79,7 +92,7 @@ def comparable_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dic
     settings: dict[str, Setting] = {
         "model": type(pl_module).__name__,
         **_readable(pl_module.hparams, left_out),
-        **_readable(datamodule.hparams if datamodule is not None else {}, left_out),
+        **_readable(_grouped_flat(datamodule.hparams) if datamodule is not None else {}, left_out),
     }
     speed = speed_settings_of(trainer)
     if speed is not None:  # what the run's speed figures were measured with

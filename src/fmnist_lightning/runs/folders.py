@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 from jsonargparse import Namespace
 
+from fmnist_lightning.data import options as data_options
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.safe_files import first_free_name, numbered
 
@@ -37,7 +38,7 @@ VERSION = re.compile(r"version_(\d+)")
 # Settings that say where the data is, how fast to run or how to evaluate, not what a run trains: `best` and `last`
 # find a run whatever their values
 NOT_RECIPE = frozenset(
-    {"data_dir", "download", "cache_dir", "num_workers", "on_device", "eval_batch_size", "predict_path", "invert"}
+    {"data_dir", "files", "num_workers", "on_device", "eval_batch_size", "predict"}
     | {"channels_last", "compile", "compile_mode", "float32_matmul_precision", "tta_flip"}
 )
 
@@ -57,8 +58,10 @@ def recipe(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
         else:
             flat[prefix] = list(value) if isinstance(value, tuple) else value
 
-    for section in ("model", "data"):
-        add(section, config.get(section))
+    add("model", config.get("model"))
+    data = config.get("data")
+    # a run folder from before the data options were grouped has them flat: compared in their groups
+    add("data", data_options.regrouped(data.as_dict() if isinstance(data, Namespace) else data))
     return flat
 
 

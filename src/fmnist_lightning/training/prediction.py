@@ -42,7 +42,7 @@ def rank_classes(probabilities: torch.Tensor) -> list[Prediction]:
 def predict_images(
     model: L.LightningModule, images: Sequence[ImageSource] | ImageSource, invert: Invert = "auto"
 ) -> list[Prediction]:
-    """Classes of image files or PIL images, converted as ``predict --data.predict_path`` converts them
+    """Classes of image files or PIL images, converted as ``predict --data.predict.path`` converts them
     (``fmnist_lightning.data.images``); in eval mode whatever the model's mode.
 
     Raises ``UnreadableImageError`` (a ``UserInputError``) naming the first image that cannot be read.

@@ -110,7 +110,7 @@ def _parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def _check_passthrough(passthrough: list[str], spec: SweepSpec) -> None:
     """Options the sweep sets itself, or that the sweep file sets, would be overridden or override silently."""
     given = {arg.split("=", 1)[0].removeprefix("--") for arg in passthrough if arg.startswith("--")}
-    folds = {r.removeprefix("--") for r in RESERVED} | {"data.kfold_shuffle"}
+    folds = {r.removeprefix("--") for r in RESERVED} | {"data.validation.kfold_shuffle", "data.kfold_shuffle"}
     reserved = folds if spec.validation == "kfold" else {"ckpt_path"}
     for key in sorted(given):
         if key in reserved or key.startswith(("trainer.logger.init_args.name", "trainer.logger.init_args.version")):

@@ -35,7 +35,8 @@ PRUNERS |= {"hyperband": "HyperbandPruner", "successive_halving": "SuccessiveHal
 RANGE_KEYS = {"low", "high", "step", "log"}
 # keys the sweep sets itself: each trial's run folder, and with a k-fold objective the folds (as cv does)
 SWEEP_OWNED = ("trainer.logger", "ckpt_path", "config", "print_config")
-FOLD_KEYS = ("data.validation", "data.num_folds", "data.fold", "data.kfold_shuffle")
+FOLD_KEYS = tuple(f"data.validation.{key}" for key in ("protocol", "num_folds", "fold", "kfold_shuffle"))
+FOLD_KEYS += ("data.num_folds", "data.fold", "data.kfold_shuffle")  # their names before the data groups
 SCALARS = (str, int, float, bool, type(None))
 
 
@@ -118,7 +119,7 @@ class SweepSpec:
 
     def fold_args(self) -> list[str]:
         """The k-fold objective's folds as data options (cv adds ``validation``, ``num_folds`` and ``fold``)."""
-        return cli_args("data.kfold_shuffle", self.shuffle) if self.validation == "kfold" else []
+        return cli_args("data.validation.kfold_shuffle", self.shuffle) if self.validation == "kfold" else []
 
     def record(self) -> dict[str, Any]:
         """What the study was made from, JSON-able: kept in the study, compared when a worker joins or resumes."""
