@@ -115,30 +115,15 @@ class EvaluationFigures(L.Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.matrices["val"].to(pl_module.device)
 
-    def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
+    # Lightning's hooks, each with (trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *_):
         self._count("val", pl_module, outputs, batch)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.matrices["test"].to(pl_module.device)
         self.samples = TestSamples(self.test_samples)
 
-    def on_test_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *_):
         labels = self._count("test", pl_module, outputs, batch)
         if self.test_samples:
             self.samples.add(batch[0], labels, outputs)
