@@ -290,3 +290,27 @@ def test_keras_rmsprop_matches_keras():
         ours.step()
     theirs = np.asarray(keras.ops.convert_to_numpy(variable))
     assert np.abs(param.detach().numpy() - theirs).max() < 1e-7  # torch.optim.RMSprop(alpha=0.9, eps=1e-7): 9e-3
+
+
+def test_a_worker_that_finds_the_tables_half_made_by_another_opens_the_storage(tmp_path, monkeypatch):
+    """Two workers starting on one new SQLite file at the same instant both create its tables: the slower one's
+    create fails with "table … already exists" (seen with two single-threaded workers) and must open it again."""
+    import argparse
+
+    import sqlalchemy
+
+    from fmnist_lightning.commands.sweep import storage
+
+    real, calls = storage.RDBStorage, []
+
+    def raced(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE", {}, Exception("table version_info already exists"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "RDBStorage", raced)
+    monkeypatch.setattr(storage.time, "sleep", lambda seconds: None)
+    options = argparse.Namespace(storage=None, report=False, heartbeat_interval=60, grace_period=120, max_retry=1)
+    opened = storage.open_storage(options, tmp_path / "study")
+    assert isinstance(opened, real) and len(calls) == 2
