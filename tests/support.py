@@ -131,3 +131,18 @@ def gpu_available() -> bool:
     """Whether a process with ``gpu_env`` sees a CUDA GPU."""
     probe = [sys.executable, "-c", "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"]
     return subprocess.run(probe, env=gpu_env(), capture_output=True).returncode == 0
+
+
+def run_in_process(args: list[str], cwd: Path, monkeypatch) -> int:
+    """``python -m fmnist_lightning ARGS`` run in cwd inside the test's own process: the exit status. For tests that
+    need only the command's outcome: a new process would spend ~6 s importing torch and Lightning, and proves
+    nothing more (tests that need a process of their own, for signals, imports or output, keep one)."""
+    from fmnist_lightning.commands.main import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr("sys.argv", ["fmnist"])  # LightningCLI warns when pytest's own arguments are there
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cwd / "cache"))
+    try:
+        return main(args)
+    except SystemExit as stop:  # jsonargparse's own exit on a bad argument
+        return stop.code if isinstance(stop.code, int) else 1

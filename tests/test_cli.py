@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fmnist_lightning.errors import UserInputError
-from support import REPO
+from support import REPO, run_in_process
 
 # the GPU overlays need a GPU: tests/test_gpu_options.py composes them with every recipe, tests/test_gpu.py runs them
 CONFIGS = sorted(path for path in (REPO / "configs").glob("*.yaml") if not path.stem.startswith("gpu"))
@@ -57,9 +57,10 @@ def test_print_config_shows_the_recipe(tmp_path):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
-def test_every_config_fits_with_fast_dev_run(tmp_path, tiny_data, config):
-    tiny = ("--data.data_dir", str(tiny_data), "--data.validation.val_size", "0.2")  # 120 images cannot spare 5000
-    ok(cli("fit", "--config", str(config), *tiny, "--trainer.fast_dev_run", "true", cwd=tmp_path))
+def test_every_config_fits_with_fast_dev_run(tmp_path, tiny_data, config, monkeypatch):
+    tiny = ["--data.data_dir", str(tiny_data), "--data.validation.val_size", "0.2"]  # 120 images cannot spare 5000
+    args = ["fit", "--config", str(config), *tiny, "--trainer.fast_dev_run", "true"]
+    assert run_in_process(args, tmp_path, monkeypatch) == 0
 
 
 def test_run_folder_scheme_across_processes(tmp_path, tiny_data):

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import REPO, write_dataset
+from support import REPO, run_in_process, write_dataset
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # user-supplied paths and values, which the pages name in capitals; DATA_DIR is the only name for the data folder
@@ -278,8 +278,11 @@ def test_help_and_models_answer(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", CHEAP, ids=[f"{c.shell.where}:{c.name}" for c in CHEAP])
-def test_a_cheap_documented_command_runs(command: DocCommand, doc_inputs: dict[str, str], tmp_path: Path) -> None:
-    """Run in a scratch folder (so nothing lands in the repository), repository paths made absolute."""
+def test_a_cheap_documented_command_runs(
+    command: DocCommand, doc_inputs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run in a scratch folder (so nothing lands in the repository), repository paths made absolute; in this process
+    (``support.run_in_process``: the outcome is what is checked)."""
     args = [doc_inputs.get(word, str(REPO / word) if REPO_PATH.fullmatch(word) else word) for word in command.args]
     args = [re.sub(r"^PHOTOS(?=/|$)", doc_inputs["PHOTOS"], word) for word in args]
     if command.name == "fit":
@@ -289,7 +292,4 @@ def test_a_cheap_documented_command_runs(command: DocCommand, doc_inputs: dict[s
         if any("compile: true" in (REPO / config).read_text() for config in command.configs):
             # compiling costs 15-30 s a model on 2 cores; tests/test_speed_options.py and the parity tests compile
             args += ["--speed.compile", "false"]
-    done = run_fmnist(args, tmp_path)
-    assert done.returncode == 0, (
-        f"{command.shell.where}: {shlex.join(args)}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
-    )
+    assert run_in_process(args, tmp_path, monkeypatch) == 0, f"{command.shell.where}: {shlex.join(args)}"
