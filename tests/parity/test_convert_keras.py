@@ -10,8 +10,8 @@ from keras_models import brownlee_cnn, lenet5
 
 from fmnist_lightning.commands.cli import FashionMNISTCLI
 from fmnist_lightning.commands.main import main
-from support import study_arrays
-from test_cli import cli, ok, one_line_error
+from support import run_in_process, study_arrays
+from test_cli import cli, one_line_error
 
 
 @pytest.fixture
@@ -21,12 +21,14 @@ def keras_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_converted_checkpoint_is_accepted_by_test_and_predict(tmp_path, tiny_data, keras_file):
-    out = ok(cli("convert-keras", str(keras_file), "--model", "LeNet5", "--out", "lenet.ckpt", cwd=tmp_path)).stdout
+def test_converted_checkpoint_is_accepted_by_test_and_predict(tmp_path, tiny_data, keras_file, monkeypatch, capsys):
+    convert = ["convert-keras", str(keras_file), "--model", "LeNet5", "--out", "lenet.ckpt"]
+    assert run_in_process(convert, tmp_path, monkeypatch) == 0
+    out = capsys.readouterr().out
     assert "wrote lenet.ckpt: LeNet5" in out and "61,706 parameters" in out
-    data = ("--data.data_dir", str(tiny_data))
+    data = ["--data.data_dir", str(tiny_data)]
     for command in ("test", "predict"):  # no --config: the checkpoint names its model
-        ok(cli(command, "--ckpt_path", "lenet.ckpt", *data, cwd=tmp_path))
+        assert run_in_process([command, "--ckpt_path", "lenet.ckpt", *data], tmp_path, monkeypatch) == 0
     # a checkpoint outside a run folder is evaluated without making a run folder (issue 28; asked for with a logger)
     assert not (tmp_path / "tensorboard_logs").exists()
 
