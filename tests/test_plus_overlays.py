@@ -22,7 +22,7 @@ from fmnist_lightning.models import LeNet5
 from fmnist_lightning.training import EMAWithWarmup
 from fmnist_lightning.training.schedules import CosineAnnealingToEndLR
 from fmnist_lightning.weights import read_card
-from support import REPO
+from support import REPO, run_in_process
 
 
 def overlay(model: str) -> list[str]:
@@ -99,10 +99,10 @@ def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("model", OLD_PLUS)
-def test_each_overlay_composition_fits_with_fast_dev_run(model, tiny_data, tmp_path):
+def test_each_overlay_composition_fits_with_fast_dev_run(model, tiny_data, tmp_path, monkeypatch):
     """With the study config's speed settings (torch.compile for three of them) under weight averaging."""
     tiny = ["--data.data_dir", str(tiny_data), "--data.validation.val_size", "0.2", "--trainer.fast_dev_run", "true"]
-    cli(["fit", *overlay(model), *tiny], cwd=tmp_path)
+    assert run_in_process(["fit", *overlay(model), *tiny], tmp_path, monkeypatch) == 0
 
 
 def card_configs(command: str) -> list[str]:
