@@ -44,7 +44,7 @@ def images_per_s(config: str, k: int, options: argparse.Namespace, logs: str) ->
     args += ["--model.init_args.steps_per_execution", str(k), "--trainer.max_epochs", "1"]
     args += ["--trainer.limit_train_batches", str(options.images // options.batch_size // k)]
     args += ["--trainer.limit_val_batches", "0", "--trainer.logger.init_args.save_dir", logs]
-    args += ["--trainer.enable_progress_bar", "false", f"--trainer.callbacks+={__name__}.StepTimes"]
+    args += [f"--trainer.callbacks+={__name__}.StepTimes"]  # the progress bar on, as a user runs it
     cli = FashionMNISTCLI(args, run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
     marks = next(c for c in cli.trainer.callbacks if isinstance(c, StepTimes)).marks
