@@ -197,6 +197,21 @@ def test_ema_batch_norm_statistics_are_those_of_the_averaged_weights(tiny_data, 
         assert torch.equal(checkpoint["current_model_state"][key], value), key
 
 
+def test_ema_batch_norm_statistics_take_one_batch_under_fast_dev_run(tiny_data, tmp_path, monkeypatch):
+    """fast_dev_run is Lightning's check on one batch: the averaged network's statistics take one batch too, not
+    ``bn_batches`` of them (50 batches of 512 images in best_gpu.yaml)."""
+    seen = []
+    monkeypatch.setattr(torch.optim.swa_utils, "update_bn", lambda batches, model: seen.append(len(list(batches))))
+    ema = {"class_path": "fmnist_lightning.training.EMAWithWarmup", "init_args": {"bn_batches": 100}}
+    cli = make_cli(
+        tiny_data, tmp_path, "--config", str(REPO / "configs/fast.yaml"), "--data.data_dir", str(tiny_data),
+        "--data.validation.protocol", "test", "--data.batch_size", "8", "--trainer.fast_dev_run", "true",
+        f"--trainer.callbacks+={json.dumps(ema)}",
+    )  # fmt: skip
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert seen == [1]
+
+
 def test_ema_decay_warms_up_to_its_ceiling():
     from fmnist_lightning.training.ema import ema_decay
 

@@ -62,5 +62,7 @@ class EMAWithWarmup(EMAWeightAveraging):
                 items = (trainer.strategy.batch_to_device(item)[0] for item in loader)
                 size = (loader.batch_size or 0) // batches_per_step(pl_module)  # an item holds K step batches
                 batches = (batch for images in items for batch in (images.split(size) if size else [images]))
-                torch.optim.swa_utils.update_bn(itertools.islice(batches, self.bn_batches), average)
+                # fast_dev_run is "a check on one batch": one batch here too
+                count = 1 if trainer.fast_dev_run else self.bn_batches
+                torch.optim.swa_utils.update_bn(itertools.islice(batches, count), average)
         super().on_validation_epoch_start(trainer, pl_module)
