@@ -67,8 +67,9 @@ def test_one_results_file_per_benchmark_and_machine_kind(monkeypatch: pytest.Mon
 def test_the_kept_results_are_one_file_per_benchmark_and_machine_kind() -> None:
     names = sorted(path.name for path in (BENCHMARKS / "results").iterdir())
     assert names, "benchmarks/results/ holds the current figures of docs/speed.md"
+    benchmarks = "|".join(path.stem for path in BENCHMARKS.glob("*.py") if path.stem != "results_file")
     for name in names:
-        scheme = re.fullmatch(r"(throughput|gpu_throughput|fit_overhead|time_to_accuracy)_([a-z0-9-]+)\.json", name)
+        scheme = re.fullmatch(rf"({benchmarks})_([a-z0-9-]+)\.json", name)
         assert scheme, f"{name}: not <benchmark>_<machine kind>.json"
         if scheme.group(1) == "time_to_accuracy":  # an entry per recipe in configs/, with its overlays there
             entries = json.loads((BENCHMARKS / "results" / name).read_text())["entries"]
