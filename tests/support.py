@@ -133,16 +133,35 @@ def gpu_available() -> bool:
     return subprocess.run(probe, env=gpu_env(), capture_output=True).returncode == 0
 
 
-def run_in_process(args: list[str], cwd: Path, monkeypatch) -> int:
+def run_in_process(args: list[str], cwd: Path, monkeypatch, cache_in_cwd: bool = True) -> int:
     """``python -m fmnist_lightning ARGS`` run in cwd inside the test's own process: the exit status. For tests that
     need only the command's outcome: a new process would spend ~6 s importing torch and Lightning, and proves
-    nothing more (tests that need a process of their own, for signals, imports or output, keep one)."""
+    nothing more (tests that need a process of their own, for signals, imports or output, keep one). The data cache
+    goes to cwd/cache, as ``test_cli.cli`` puts it, unless ``cache_in_cwd`` is false (the session's, conftest's)."""
     from fmnist_lightning.commands.main import main
 
     monkeypatch.chdir(cwd)
     monkeypatch.setattr("sys.argv", ["fmnist"])  # LightningCLI warns when pytest's own arguments are there
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cwd / "cache"))
+    if cache_in_cwd:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(cwd / "cache"))
+    environment = dict(os.environ)
     try:
         return main(args)
     except SystemExit as stop:  # jsonargparse's own exit on a bad argument
         return stop.code if isinstance(stop.code, int) else 1
+    finally:
+        # as a process of its own would: Lightning's DDP sets MASTER_ADDR and MASTER_PORT, and a later subprocess
+        # of the test's worker would inherit that port (tests/test_ddp.py's launches then failed with EADDRINUSE)
+        os.environ.clear()
+        os.environ.update(environment)
+
+
+def cli_in_process(
+    args: tuple[str, ...] | list[str], cwd: Path, monkeypatch, capsys, cache_in_cwd: bool = True
+) -> subprocess.CompletedProcess:
+    """``run_in_process`` with what the command printed, shaped as ``subprocess.run``'s result, for tests that read
+    a command's output or its one-line error but need no process of its own."""
+    capsys.readouterr()  # what the test printed before
+    code = run_in_process(list(args), cwd, monkeypatch, cache_in_cwd)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)

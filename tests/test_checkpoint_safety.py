@@ -3,9 +3,10 @@
 The attacker's file is a copy of ``weights/lenet.ckpt`` that also carries an object whose unpickling runs a shell
 command (it would create a marker file), placed in a run folder with the config.yaml and metrics.json that
 ``publish`` needs. Every command that reads checkpoints must refuse it with one line and exit 2, and the marker must
-not exist. The CLI runs as a user runs it, a subprocess per command, with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``:
-then torch's own default load (Lightning's) would unpickle anything, so what refuses the file is the project's
-safe loader, which runs first and asks for a weights-only load explicitly.
+not exist. Each command runs as a user runs it, in the test's process (``support.cli_in_process``), with
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (torch reads it at every load): then torch's own default load (Lightning's)
+would unpickle anything, so what refuses the file is the project's safe loader, which runs first and asks for a
+weights-only load explicitly.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ from fmnist_lightning.commands.cli import FashionMNISTCLI
 from fmnist_lightning.commands.main import main
 from fmnist_lightning.runs import checkpoints
 from fmnist_lightning.training import FashionMNISTClassifier
-from support import REPO, error_line, write_checkpoint
+from support import REPO, cli_in_process, error_line, write_checkpoint
 
 LENET = REPO / "weights" / "lenet.ckpt"
 REFUSED = "holds objects a safe load refuses"
@@ -77,18 +76,6 @@ def test_the_payload_would_run_on_an_unsafe_load(attack):
     assert marker.exists()
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "XDG_CACHE_HOME": str(cwd / "cache"),
-        "PYTHONWARNINGS": "ignore",
-        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",  # torch's default load unpickles anything: only ours protects
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "fmnist_lightning", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 COMMANDS = ("publish", "test", "validate", "predict", "export onnx", "export torchscript", "fit resume")
 
 
@@ -110,9 +97,14 @@ def command_line(command: str, run: Path, data: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_every_command_refuses_a_pickled_payload_without_running_it(tmp_path, tiny_data, attack, command):
+def test_every_command_refuses_a_pickled_payload_without_running_it(
+    tmp_path, tiny_data, attack, command, monkeypatch, capsys
+):
     run, marker = attack
-    result = cli(*command_line(command, run, tiny_data), cwd=tmp_path)
+    monkeypatch.setenv(
+        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1"
+    )  # torch's default load unpickles anything: only ours protects
+    result = cli_in_process(command_line(command, run, tiny_data), tmp_path, monkeypatch, capsys)
     assert result.returncode == 2, result.stderr[-3000:]
     line = error_line(result.stderr)
     assert REFUSED in line and str(run) in line and "nothing in it ran" in line

@@ -1,4 +1,5 @@
-"""The CLI as a user runs it: a subprocess per command, on small IDX files the tests write."""
+"""The CLI as a user runs it, on small IDX files the tests write: in the test's process where only the commands'
+outcome and output are checked (``support.cli_in_process``), in a process of its own where that is the point."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from fmnist_lightning.errors import UserInputError
-from support import REPO, run_in_process
+from support import REPO, cli_in_process, run_in_process
 
 # the GPU overlays need a GPU: tests/test_gpu_options.py composes them with every recipe, tests/test_gpu.py runs them
 CONFIGS = sorted(path for path in (REPO / "configs").glob("*.yaml") if not path.stem.startswith("gpu"))
@@ -23,6 +24,16 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "fmnist_lightning", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+@pytest.fixture
+def fmnist(tmp_path, monkeypatch, capsys):
+    """Runs a command in the test's process, in tmp_path: what ``cli`` returns, without a new process's imports."""
+
+    def run(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess:
+        return cli_in_process(args, cwd, monkeypatch, capsys)
+
+    return run
 
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -51,8 +62,8 @@ def test_models_command_lists_keras_parameter_counts(tmp_path):
     assert "61,706" in out and "542,230" in out and "225,930" in out and "321,418" in out and "EfficientNet" in out
 
 
-def test_print_config_shows_the_recipe(tmp_path):
-    out = ok(cli("fit", "--config", str(REPO / "configs/lenet.yaml"), "--print_config", cwd=tmp_path)).stdout
+def test_print_config_shows_the_recipe(fmnist, tmp_path):
+    out = ok(fmnist("fit", "--config", str(REPO / "configs/lenet.yaml"), "--print_config")).stdout
     assert "class_path: fmnist_lightning.models.LeNet5" in out and "lr: 0.01" in out and "max_epochs: 20" in out
 
 
@@ -61,24 +72,26 @@ def test_every_config_fits_with_fast_dev_run(tmp_path, tiny_data, config, monkey
     tiny = ["--data.data_dir", str(tiny_data), "--data.validation.val_size", "0.2"]  # 120 images cannot spare 5000
     args = ["fit", "--config", str(config), *tiny, "--trainer.fast_dev_run", "true"]
     assert run_in_process(args, tmp_path, monkeypatch) == 0
+    # ddp.yaml's rendezvous stays with its command, as in a process of its own (a later launch would inherit the port)
+    assert not {"MASTER_ADDR", "MASTER_PORT"} & set(os.environ)
 
 
-def test_run_folder_scheme_across_processes(tmp_path, tiny_data):
+def test_run_folder_scheme_across_processes(fmnist, tmp_path, tiny_data):
     fit = ("fit", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data))
     quick = ("--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar", "false")
-    ok(cli(*fit, *quick, "--trainer.max_epochs", "1", cwd=tmp_path))
+    ok(fmnist(*fit, *quick, "--trainer.max_epochs", "1"))
     run = tmp_path / "tensorboard_logs" / "LeNet5" / "version_0"
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     assert list(run.glob("events.out.tfevents.*")) and (run / "hparams.yaml").is_file()
     config = (run / "config.yaml").read_bytes()
 
-    # test in a new process finds the run's best checkpoint and logs beside it
+    # test in a new process finds the run's best checkpoint and logs beside it (the other commands run in this one)
     test = ("test", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data), *quick[2:])
     out = ok(cli(*test, "--ckpt_path", "best", cwd=tmp_path)).stdout
     assert "test/acc" in out and (run / "config.test.yaml").is_file()
 
     # fit --ckpt_path last resumes the same run: same folder, right epoch count, config.yaml kept
-    ok(cli(*fit, *quick, "--trainer.max_epochs", "2", "--ckpt_path", "last", cwd=tmp_path))
+    ok(fmnist(*fit, *quick, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
     assert [p.name for p in run.parent.iterdir()] == ["version_0"]
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 1 and last["global_step"] == 4 and last["optimizer_states"]
@@ -87,22 +100,22 @@ def test_run_folder_scheme_across_processes(tmp_path, tiny_data):
     assert (run / "config.yaml").read_bytes() == config and (run / "config.fit.yaml").is_file()
 
     # a run folder is accepted too; a fresh fit starts a new version
-    ok(cli(*test, "--ckpt_path", str(run.relative_to(tmp_path)), cwd=tmp_path))
+    ok(fmnist(*test, "--ckpt_path", str(run.relative_to(tmp_path))))
     assert (run / "config.test.2.yaml").is_file()
-    ok(cli(*fit, *quick, "--trainer.max_epochs", "1", cwd=tmp_path))
+    ok(fmnist(*fit, *quick, "--trainer.max_epochs", "1"))
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0", "version_1"]
 
 
-def test_checkpoint_keywords_pick_the_run_of_the_configs_recipe(tmp_path, tiny_data):
+def test_checkpoint_keywords_pick_the_run_of_the_configs_recipe(fmnist, tmp_path, tiny_data):
     """lenet.yaml and its plus.yaml overlay share tensorboard_logs/LeNet5/; `last` must not resume the other's run."""
     common = ("--data.data_dir", str(tiny_data), "--trainer.limit_train_batches", "2", "--run_metrics.latency", "false")
     study = ("--config", str(REPO / "configs/lenet.yaml"), *common)
     plus = (*study[:2], "--config", str(REPO / "configs/plus.yaml"), *common, "--data.validation.val_size", "0.2")
-    ok(cli("fit", *study, "--trainer.max_epochs", "1", cwd=tmp_path))
+    ok(fmnist("fit", *study, "--trainer.max_epochs", "1"))
     runs = tmp_path / "tensorboard_logs" / "LeNet5"
     before = {p.name: p.stat().st_mtime_ns for p in (runs / "version_0").rglob("*")}
 
-    error = one_line_error(cli("fit", *plus, "--trainer.max_epochs", "2", "--ckpt_path", "last", cwd=tmp_path))
+    error = one_line_error(fmnist("fit", *plus, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
     assert "no run under tensorboard_logs/LeNet5/ was trained with this config" in error
     assert "version_0, differs in data.augmentation.crop_padding, data.augmentation.hflip" in error
     assert "Resume it with its own config, --config tensorboard_logs/LeNet5/version_0/config.yaml" in error
@@ -110,14 +123,14 @@ def test_checkpoint_keywords_pick_the_run_of_the_configs_recipe(tmp_path, tiny_d
     assert {p.name: p.stat().st_mtime_ns for p in (runs / "version_0").rglob("*")} == before
 
     # nor does its run folder resume it with the other config: fit would apply the two configs by halves
-    error = one_line_error(cli("fit", *plus, "--ckpt_path", str(runs / "version_0"), cwd=tmp_path))
+    error = one_line_error(fmnist("fit", *plus, "--ckpt_path", str(runs / "version_0")))
     assert "version_0 was trained with another config (it differs in data.augmentation.crop_padding" in error
     assert f"--config {runs / 'version_0' / 'config.yaml'}" in error
     assert {p.name: p.stat().st_mtime_ns for p in (runs / "version_0").rglob("*")} == before
 
     # the study's run is found past a newer run of the other recipe; speed and evaluation options do not matter
-    ok(cli("fit", *plus, "--trainer.max_epochs", "1", cwd=tmp_path))
-    ok(cli("test", *study, "--model.init_args.tta_flip", "true", "--ckpt_path", "best", cwd=tmp_path))
+    ok(fmnist("fit", *plus, "--trainer.max_epochs", "1"))
+    ok(fmnist("test", *study, "--model.init_args.tta_flip", "true", "--ckpt_path", "best"))
     assert (runs / "version_0" / "config.test.yaml").is_file()
     assert not (runs / "version_1" / "config.test.yaml").exists()
 
@@ -141,7 +154,7 @@ def test_a_setting_added_to_the_project_after_a_run_does_not_hide_the_run(tmp_pa
         folders.resolve_checkpoint("best", run.parent, "test", folders.recipe(now))
 
 
-def test_a_one_cycle_run_resumes_only_with_the_length_it_was_scheduled_for(tmp_path, tiny_data):
+def test_a_one_cycle_run_resumes_only_with_the_length_it_was_scheduled_for(fmnist, tmp_path, tiny_data):
     """The restored OneCycleLR keeps the length the trainer gave it at the start: a resume with another max_epochs
     would stop mid-schedule (or, longer, step past its end)."""
     one_cycle = '{"class_path": "torch.optim.lr_scheduler.OneCycleLR", "init_args": {"max_lr": 0.01}}'
@@ -152,23 +165,23 @@ def test_a_one_cycle_run_resumes_only_with_the_length_it_was_scheduled_for(tmp_p
     stop_after_one = '--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.EarlyStopping", ' + (
         '"init_args": {"monitor": "val/loss", "stopping_threshold": 1000}}'
     )  # stops the 2-epoch run after its first, like an interrupted run
-    ok(cli(*fit, *quick, "--trainer.max_epochs", "2", stop_after_one, cwd=tmp_path))
+    ok(fmnist(*fit, *quick, "--trainer.max_epochs", "2", stop_after_one))
     run = tmp_path / "tensorboard_logs" / "LeNet5" / "version_0"
     before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*")}
 
-    error = one_line_error(cli(*fit, *quick, "--trainer.max_epochs", "3", "--ckpt_path", "last", cwd=tmp_path))
+    error = one_line_error(fmnist(*fit, *quick, "--trainer.max_epochs", "3", "--ckpt_path", "last"))
     assert "it differs in trainer.max_epochs); resume it with its own" in error
     assert {p.name: p.stat().st_mtime_ns for p in run.rglob("*")} == before
-    ok(cli(*fit, *quick, "--trainer.max_epochs", "2", "--ckpt_path", "last", cwd=tmp_path))
+    ok(fmnist(*fit, *quick, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 1 and last["lr_schedulers"][0]["total_steps"] == 4
 
 
-def test_last_checkpoint_is_the_last_epoch_when_validation_got_worse(tmp_path, tiny_data):
+def test_last_checkpoint_is_the_last_epoch_when_validation_got_worse(fmnist, tmp_path, tiny_data):
     """Lightning 2.6's own save_last would keep the epoch of the last improvement."""
     diverging = ("--model.init_args.optimizer.init_args.lr", "0.5", "--run_metrics.latency", "false")
     fit = ("fit", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data), *diverging)
-    ok(cli(*fit, "--trainer.max_epochs", "4", "--trainer.enable_progress_bar", "false", cwd=tmp_path))
+    ok(fmnist(*fit, "--trainer.max_epochs", "4", "--trainer.enable_progress_bar", "false"))
     checkpoints = tmp_path / "tensorboard_logs" / "LeNet5" / "version_0" / "checkpoints"
     epoch = {name: torch.load(checkpoints / f"{name}.ckpt", weights_only=False)["epoch"] for name in ("best", "last")}
     assert epoch["best"] < 3, "validation loss should have got worse after its best epoch"
@@ -176,8 +189,8 @@ def test_last_checkpoint_is_the_last_epoch_when_validation_got_worse(tmp_path, t
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
-def test_checkpoint_keyword_without_runs_is_a_one_line_error(tmp_path, tiny_data):
-    result = cli(
+def test_checkpoint_keyword_without_runs_is_a_one_line_error(fmnist, tmp_path, tiny_data):
+    result = fmnist(
         "test",
         "--config",
         str(REPO / "configs/lenet.yaml"),
@@ -190,8 +203,8 @@ def test_checkpoint_keyword_without_runs_is_a_one_line_error(tmp_path, tiny_data
     assert "no run under tensorboard_logs/LeNet5" in one_line_error(result)
 
 
-def test_missing_data_is_a_one_line_error(tmp_path):
-    result = cli(
+def test_missing_data_is_a_one_line_error(fmnist, tmp_path):
+    result = fmnist(
         "fit",
         "--config",
         str(REPO / "configs/lenet.yaml"),

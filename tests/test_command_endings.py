@@ -3,7 +3,8 @@
 One LeNet-5 ``fit`` (configs/lenet.yaml: 16 batches per Lightning step) on the small IDX files, as a user runs it:
 its closing summary against its metrics.json, the next commands it prints (run as printed), the model summary's rows,
 the TensorBoard graph and what it printed to stderr; the progress bar's count of batches; and ``test``/``predict`` of
-a published checkpoint in a folder that must stay clean.
+a published checkpoint in a folder that must stay clean (in the test's process: what they print and leave is checked,
+with the session's data cache as a user's lies outside the folder).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fmnist_lightning.commands.cli import FashionMNISTCLI
 from fmnist_lightning.observe.fit_summary import duration, percent, recipe_checkpoint
 from fmnist_lightning.observe.progress import BatchProgressBar
-from support import REPO, write_dataset
+from support import REPO, cli_in_process, write_dataset
 
 LENET = REPO / "configs" / "lenet.yaml"
 RUN = Path("tensorboard_logs") / "LeNet5" / "version_0"
@@ -150,6 +151,18 @@ def test_the_progress_bar_counts_batches_not_lightnings_steps(tiny_data, tmp_pat
     assert totals.seen == [(batches, batches)] * 2
 
 
+@pytest.fixture
+def in_process(monkeypatch, capsys):
+    """Runs a command in the test's process (``support.cli_in_process``): what ``command`` checks and returns."""
+
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        result = cli_in_process(args, cwd, monkeypatch, capsys, cache_in_cwd=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    return run
+
+
 def user_folder_with_published_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
     """A folder of the user's own (the current directory of the commands) holding ``weights/lenet.ckpt``."""
     folder = tmp_path / "user"
@@ -158,32 +171,32 @@ def user_folder_with_published_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
     return folder, Path("weights") / "lenet.ckpt"
 
 
-def test_evaluating_a_published_checkpoint_leaves_no_run_folder_unless_asked(tmp_path, tiny_data):
+def test_evaluating_a_published_checkpoint_leaves_no_run_folder_unless_asked(in_process, tmp_path, tiny_data):
     folder, checkpoint = user_folder_with_published_checkpoint(tmp_path)
     test = ("test", "--ckpt_path", str(checkpoint), "--data.data_dir", str(tiny_data))
-    out = command(*test, cwd=folder).stdout
+    out = in_process(*test, cwd=folder).stdout
     assert [path.name for path in folder.iterdir()] == ["weights"]
     accuracy = re.search(r"^test accuracy: (\d+\.\d\d) % \(loss \d\.\d{4}\) of weights/lenet\.ckpt$", out, re.M)
     assert accuracy and "  not recorded: the checkpoint lies outside a run folder" in out
-    out = command("validate", *test[1:], cwd=folder).stdout
+    out = in_process("validate", *test[1:], cwd=folder).stdout
     assert re.search(r"^validation accuracy: \d+\.\d\d % \(loss \d\.\d{4}\) of weights/lenet\.ckpt$", out, re.M)
     assert [path.name for path in folder.iterdir()] == ["weights"]
 
-    asked = command(*test, "--trainer.logger.init_args.save_dir", "tensorboard_logs", cwd=folder).stdout
+    asked = in_process(*test, "--trainer.logger.init_args.save_dir", "tensorboard_logs", cwd=folder).stdout
     record = folder / RUN / "metrics.json"
     assert f"  recorded in {RUN / 'metrics.json'}" in asked
     assert percent(json.loads(record.read_text())["test_acc"]) == f"{accuracy.group(1)} %"
 
 
-def test_predicting_with_a_published_checkpoint_leaves_only_predictions_csv(tmp_path, tiny_data):
+def test_predicting_with_a_published_checkpoint_leaves_only_predictions_csv(in_process, tmp_path, tiny_data):
     folder, checkpoint = user_folder_with_published_checkpoint(tmp_path)
     Image.new("L", (28, 28), 0).save(folder / "black.png")
     predict = ("predict", "--ckpt_path", str(checkpoint), "--data.predict.path", "black.png")
-    out = command(*predict, cwd=folder).stdout
+    out = in_process(*predict, cwd=folder).stdout
     assert "predicted 1 image: " in out and "wrote predictions.csv" in out
     assert sorted(path.name for path in folder.iterdir()) == ["black.png", "predictions.csv", "weights"]
 
-    out = command("predict", "--ckpt_path", str(checkpoint), "--data.data_dir", str(tiny_data), cwd=folder).stdout
+    out = in_process("predict", "--ckpt_path", str(checkpoint), "--data.data_dir", str(tiny_data), cwd=folder).stdout
     assert "predicted the class probabilities of the 40 test images with weights/lenet.ckpt" in out
     assert sorted(path.name for path in folder.iterdir()) == ["black.png", "predictions.csv", "weights"]
 
