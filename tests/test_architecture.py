@@ -17,21 +17,22 @@ PACKAGE = REPO / "src" / "fmnist_lightning"
 # LightningModule they train with (training), the data and the plain networks. A new part needs a row here.
 EVERYTHING_BELOW_COMMANDS = {
     *("networks", "models", "training", "data", "observe", "runs"),
-    *("registry", "study", "fashion_mnist", "errors", "weights", "safe_files", "lightning_private"),
+    *("registry", "study", "fashion_mnist", "errors", "weights", "safe_files", "lightning_private", "old_keys"),
 }
 ALLOWED = {
     "__main__": {"commands"},  # python -m fmnist_lightning
     "fmnist_lightning": {"errors", "fashion_mnist", "registry"},  # the package's __init__; the rest by name, lazily
     "commands": EVERYTHING_BELOW_COMMANDS,
-    "runs": {"registry", "training", "data", "errors", "safe_files"},  # data: an old run's data keys, regrouped
+    "runs": {"registry", "training", "old_keys", "errors", "safe_files"},  # old_keys: an old run's keys, moved
     "observe": {"training", "data", "fashion_mnist", "lightning_private", "safe_files", "errors"},
     "models": {"networks", "training", "registry", "errors"},
-    "training": {"data", "networks", "fashion_mnist", "lightning_private", "errors"},
+    "training": {"data", "networks", "fashion_mnist", "lightning_private", "old_keys", "errors"},
     "data": {"fashion_mnist", "safe_files", "errors"},
     "networks": {"errors"},  # their Keras layers are their own (networks/keras_layers.py)
     "registry": {"errors", "study"},  # the model classes by name (importlib), never by import
     "study": set(),
     "weights": {"errors"},
+    "old_keys": {"errors"},  # settings that moved: read by commands, run folders and checkpoints alike
     "fashion_mnist": set(),
     "errors": set(),
     "safe_files": set(),

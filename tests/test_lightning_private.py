@@ -2,7 +2,8 @@
 
 Behaviour is tested where each is used (tests/test_faults.py: the validation rewind; tests/test_recipe_features.py:
 the EMA's averaging function and batch-norm statistics; tests/test_speed_options.py: steps without hooks, weight
-averaging after each step); this names what broke when a Lightning release renames one."""
+averaging after each step; tests/test_published_weights.py: a checkpoint read once, of an earlier version too); this
+names what broke when a Lightning release renames one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.core import saving
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.loops.progress import _BatchProgress
@@ -36,3 +38,5 @@ def test_the_private_names_exist(tmp_path):
     with lightning_private.jit_is_scripting():
         pass
     assert list(inspect.signature(LightningCLI._instantiate_trainer).parameters) == ["self", "config", "callbacks"]
+    assert isinstance(saving._ALLOWED_INSTANTIATORS, set)
+    assert list(inspect.signature(saving._load_state).parameters) == ["cls", "checkpoint", "strict", "cls_kwargs_new"]

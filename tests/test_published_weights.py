@@ -16,8 +16,9 @@ import torch
 
 from fmnist_lightning import UserInputError, load
 from fmnist_lightning.commands.cli import FashionMNISTCLI
+from fmnist_lightning.commands.main import main
 from fmnist_lightning.commands.publish import measure_test_accuracy, publish, sha256
-from fmnist_lightning.models import count_params
+from fmnist_lightning.models import LeNet5, count_params
 from fmnist_lightning.weights import read_card
 from support import REPO, read_idx
 
@@ -52,6 +53,29 @@ def test_published_file_matches_its_card_and_loads(path):
     configs = card["config"] if isinstance(card["config"], list) else [card["config"]]
     assert all((REPO / config).is_file() for config in configs) and 0 < card["test_accuracy"] <= 1
     assert all(f"--config {config}" in card["fit_command"] for config in configs)
+
+
+def test_each_way_of_loading_a_checkpoint_reads_the_file_once(tiny_data, tmp_path, monkeypatch):
+    """``load``, ``load_from_checkpoint`` and ``test --ckpt_path`` (the safe read, then Lightning's restore of the
+    run from the file, Lightning's own), with a checkpoint from before the speed settings left the model."""
+    old = REPO / "weights" / "lenet_plus.ckpt"
+    assert {"channels_last", "compile"} <= torch.load(old, weights_only=True, mmap=True)["hyper_parameters"].keys()
+    reads = []
+    torch_load = torch.load
+
+    def counted(file, *args, **kwargs):
+        reads.append(file)
+        return torch_load(file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    model = load(old)
+    assert len(reads) == 1 and not model.training and model.standardize
+    assert torch.equal(LeNet5.load_from_checkpoint(old).net[0].weight, model.net[0].weight)
+    assert len(reads) == 2
+    monkeypatch.chdir(tmp_path)
+    args = ["test", "--config", str(REPO / "configs/lenet.yaml"), "--ckpt_path", str(old)]
+    assert main([*args, "--data.data_dir", str(tiny_data), "--trainer.enable_progress_bar", "false"]) == 0
+    assert len(reads) == 4
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,14 @@ user's run. To remove one, replace its function body here with the public way an
 - ``jit_is_scripting``: Lightning's switch that lets a LightningModule be traced outside a Trainer (export).
 - ``TrainerWithoutDuplicateBar``: ``LightningCLI._instantiate_trainer``, the one place where the CLI's default
   callbacks meet the config's, to leave the project's progress bar out when the config brings its own; and
-  ``LightningCLI._parse_ckpt_path``, where LightningCLI turns a checkpoint's saved hyperparameters into the model's
-  arguments, to read a checkpoint written before a model argument moved (``saved_model_hyperparameters``).
+  ``LightningCLI._parse_ckpt_path``, where LightningCLI reads a checkpoint's saved hyperparameters into the model's
+  arguments, to take those of the file the CLI read already, translated where a model argument moved
+  (``saved_model_hyperparameters``).
+- ``allow_instantiator``: Lightning's allowlist of the functions a checkpoint may be built by
+  (``_ALLOWED_INSTANTIATORS``, which its error names as the place to add one), for the one that builds a checkpoint
+  of an earlier version (training/old_checkpoints.py) while Lightning reads the file.
+- ``module_from_checkpoint``: Lightning's ``load_from_checkpoint`` after its read of the file (``_load_state``), for
+  a checkpoint read already: ``fmnist_lightning.load`` reads the file once, with the safe reader.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ProgressBar, WeightAveraging
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.core import saving
 from lightning.pytorch.core.module import _jit_is_scripting
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -100,6 +107,16 @@ def jit_is_scripting() -> Iterator[None]:
         yield
 
 
+def allow_instantiator(path: str) -> None:
+    """Lets ``load_from_checkpoint(..., _instantiator=path)`` build a model with the function at ``path``."""
+    saving._ALLOWED_INSTANTIATORS.add(path)
+
+
+def module_from_checkpoint(cls: type[L.LightningModule], checkpoint: dict[str, Any], **kwargs: Any) -> Any:
+    """``cls.load_from_checkpoint`` of a checkpoint read already (``kwargs`` as there), on the CPU."""
+    return saving._load_state(cls, checkpoint, **kwargs)
+
+
 class TrainerWithoutDuplicateBar(LightningCLI):
     """LightningCLI that leaves its own progress-bar callback out when the config brings a bar or turns bars off."""
 
@@ -110,9 +127,10 @@ class TrainerWithoutDuplicateBar(LightningCLI):
             callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
         return super()._instantiate_trainer(config, callbacks)
 
-    def saved_model_hyperparameters(self, hparams: dict[str, Any]) -> dict[str, Any]:
-        """A checkpoint's saved model hyperparameters as the model's arguments (subclasses translate old ones)."""
-        return hparams
+    def saved_model_hyperparameters(self, ckpt_path: str) -> dict[str, Any]:
+        """A checkpoint's saved model hyperparameters as the model's arguments, read from the file as LightningCLI
+        reads them (subclasses that read it already give theirs)."""
+        return torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI's own (Lightning 2.6), the hyperparameters passed through ``saved_model_hyperparameters``."""
@@ -120,9 +138,8 @@ class TrainerWithoutDuplicateBar(LightningCLI):
         ckpt_path = self.config[command].get("ckpt_path") if command else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams = dict(self.saved_model_hyperparameters(ckpt_path))
         hparams.pop("_instantiator", None)
-        hparams = self.saved_model_hyperparameters(hparams)
         if not hparams:
             return
         if "_class_path" in hparams:

@@ -6,6 +6,7 @@ import signal
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fmnist_lightning.commands.predictions import PredictionCSV
-from fmnist_lightning.data import FashionMNISTDataModule, options
+from fmnist_lightning.data import FashionMNISTDataModule
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.lightning_private import TrainerWithoutDuplicateBar
 from fmnist_lightning.observe import fit_summary
@@ -25,14 +26,11 @@ from fmnist_lightning.observe.evaluation import EvaluationFigures, tensorboard_l
 from fmnist_lightning.observe.graph import NetworkGraph
 from fmnist_lightning.observe.progress import BatchProgressBar, network_summary_like
 from fmnist_lightning.observe.run_metrics import RunMetrics
+from fmnist_lightning.old_keys import refuse_old_keys, renamed_flags
 from fmnist_lightning.runs import folders
 from fmnist_lightning.runs.checkpoints import read_checkpoint
 from fmnist_lightning.training import FashionMNISTClassifier, SaveOnInterrupt
-from fmnist_lightning.training.old_checkpoints import (
-    MOVED_TO_SPEED_SETTINGS,
-    current_hyperparameters,
-    saved_standardize,
-)
+from fmnist_lightning.training.old_checkpoints import current_hyperparameters, saved_standardize
 from fmnist_lightning.training.speed import SpeedSettings, speed_settings_of, use_float32_matmul_precision
 
 # Lightning's TensorBoardLogger, curves first in the Scalars tab (observe/logger.py); Lightning's own works alike
@@ -140,8 +138,9 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
         """Resolves ``--ckpt_path`` to a file before LightningCLI reads the model's hyperparameters from it."""
-        argv = sys.argv[1:] if args is None else args
-        self.config = parser.parse_args(moved_speed_flags(options.upgrade_old_data_keys(argv)))
+        argv = renamed_flags(sys.argv[1:] if args is None else args)
+        files = config_files(argv)
+        self.config = parser.parse_args(argv)
         command = self.config.get("subcommand")
         if command is None or self.config[command].get("ckpt_path") is None:
             return
@@ -153,6 +152,7 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
             checkpoint, f"--ckpt_path {checkpoint}", resume_as=config.model.class_path if command == "fit" else None
         )
         config.ckpt_path = str(checkpoint)
+        self._saved_hyperparameters = current_hyperparameters(saved["hyper_parameters"])
         if "weights_only" in config:  # Lightning's own load of the file, after ours, is as safe as ours
             config.weights_only = True
         if command != "fit":  # evaluate with the inputs the model was trained on, as Lightning does the model's args
@@ -162,13 +162,14 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
             folders.check_resume(checkpoint, checkpoint.parent.parent, config)
         if logger is not None and run is not None:
             logger.save_dir, logger.name, logger.version = str(run[0]), run[1], run[2]
-        if command != "fit" and run is None and not logger_asked(sys.argv[1:] if args is None else args, config):
+        if command != "fit" and run is None and not logger_asked(argv, files.values()):
             # evaluating a checkpoint outside a run folder (weights/lenet.ckpt) makes no run folder of its own
             config.trainer.logger = False
 
-    def saved_model_hyperparameters(self, hparams: dict[str, Any]) -> dict[str, Any]:
-        """A checkpoint's model hyperparameters as the model takes them now (``training/old_checkpoints.py``)."""
-        return current_hyperparameters(hparams)
+    def saved_model_hyperparameters(self, ckpt_path: str) -> dict[str, Any]:
+        """The model hyperparameters of the checkpoint that ``parse_arguments`` read (not read again), as the model
+        takes them now (``training/old_checkpoints.py``)."""
+        return self._saved_hyperparameters
 
     def before_fit(self) -> None:
         """Checks what would otherwise fail after the run folder exists, with a traceback: the log folder must be
@@ -227,30 +228,26 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
             config.trainer.profiler = Namespace(class_path=PROFILERS[profiler], init_args=Namespace(filename="profile"))
 
 
-def moved_speed_flags(args: list[str]) -> list[str]:
-    """The command line with the model's former speed flags (``--model.init_args.compile``, …) as the ``--speed.*``
-    flags they became, saying so: a deprecation alias for command lines written before the change. A config file
-    that still sets them under ``model.init_args`` is a one-line error naming the new key (jsonargparse's own would
-    only say that the model does not take it)."""
-    renamed = []
-    for arg in args:
-        flag, equals, value = arg.partition("=")
-        option = flag.removeprefix("--model.init_args.")
-        if flag.startswith("--model.init_args.") and option in MOVED_TO_SPEED_SETTINGS:
-            warnings.warn(f"{flag} is now --speed.{option}", FutureWarning, stacklevel=2)
-            arg = f"--speed.{option}{equals}{value}"
-        renamed.append(arg)
-    for path in options.config_file_args(renamed):
+def config_file_args(args: list[str]) -> list[str]:
+    """The values of ``--config`` on a command line."""
+    return [
+        arg.removeprefix("--config=") if arg.startswith("--config=") else args[i + 1]
+        for i, arg in enumerate(args)
+        if arg.startswith("--config=") or (arg in ("--config", "-c") and i + 1 < len(args))
+    ]
+
+
+def config_files(args: list[str]) -> dict[str, Any]:
+    """A command line's config files, each read once here: refused with a one-line error where it sets an old key
+    (``old_keys.py``), kept for ``logger_asked``. A file that cannot be read is left out: jsonargparse says why."""
+    files = {}
+    for path in config_file_args(args):
         try:
-            model = (yaml.safe_load(Path(path).read_text()) or {}).get("model")
-        except (OSError, yaml.YAMLError, AttributeError):
-            continue  # jsonargparse says what is wrong with the file
-        init_args = model.get("init_args") if isinstance(model, dict) else None
-        moved = sorted(MOVED_TO_SPEED_SETTINGS & set(init_args or ()))
-        if moved:
-            keys = ", ".join(f"model.init_args.{key} is now speed.{key}" for key in moved)
-            raise UserInputError(f"{path}: {keys} (the speed settings are apart from the model; docs/cli.md)")
-    return renamed
+            files[path] = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        refuse_old_keys(files[path], path)
+    return files
 
 
 def tensorboard_args(config: Namespace) -> Namespace | None:
@@ -265,17 +262,15 @@ def model_name(config: Namespace) -> str:
     return config.model.class_path.rsplit(".", 1)[-1]
 
 
-def logger_asked(args: list[str], config: Namespace) -> bool:
-    """Whether the command line or a config file names the trainer's logger (or the whole trainer config)."""
+def logger_asked(args: list[str], files: Iterable[Any]) -> bool:
+    """Whether the command line or a config file (read: ``config_files``) names the trainer's logger (or the whole
+    trainer config)."""
     if any(
         arg.split("=", 1)[0] in ("--trainer", "--trainer.logger") or arg.startswith("--trainer.logger.") for arg in args
     ):
         return True
-    for path in config.get("config") or []:
-        trainer = (yaml.safe_load(path.get_content()) or {}).get("trainer")
-        if isinstance(trainer, dict) and "logger" in trainer:
-            return True
-    return False
+    trainers = (config.get("trainer") for config in files if isinstance(config, dict))
+    return any(isinstance(trainer, dict) and "logger" in trainer for trainer in trainers)
 
 
 def config_paths(config: Namespace) -> list[str]:

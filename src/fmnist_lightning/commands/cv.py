@@ -19,9 +19,9 @@ import numpy as np
 import yaml
 from matplotlib.figure import Figure
 
+from fmnist_lightning.commands.cli import config_file_args
 from fmnist_lightning.commands.folds import RESERVED, FoldCLI, FoldResult, fit_fold
 from fmnist_lightning.commands.main import CommandParser
-from fmnist_lightning.data.options import config_file_args
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.registry import get_model_info
 from fmnist_lightning.safe_files import first_free_name, numbered

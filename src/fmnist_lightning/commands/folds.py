@@ -15,9 +15,11 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser
 from fmnist_lightning.commands.cli import FashionMNISTCLI, model_name, tensorboard_args
 from fmnist_lightning.data.options import FOLD_FLAGS, kfold_args
 from fmnist_lightning.errors import UserInputError
+from fmnist_lightning.old_keys import OLD_KEYS
 
-# the options fit_fold sets for each fold, and --ckpt_path, which would start a fold from trained weights
-RESERVED = (*FOLD_FLAGS, "--ckpt_path")
+# the options fit_fold sets for each fold (by their names now and before), and --ckpt_path, which would start a fold
+# from trained weights
+RESERVED = (*FOLD_FLAGS, *(f"--{old}" for old, new in OLD_KEYS.items() if f"--{new}" in FOLD_FLAGS), "--ckpt_path")
 
 
 @dataclass

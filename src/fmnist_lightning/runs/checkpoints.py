@@ -5,15 +5,15 @@ checkpoint goes through ``read_checkpoint`` here, before anything else reads the
 ``predict`` and ``fit --ckpt_path`` (called while the CLI parses its arguments), ``publish``, ``export`` and
 ``fmnist_lightning.load``. It reads the file with torch's weights-only unpickler, which
 builds tensors and plain containers only and refuses a file that names anything else before running any of it, and
-then admits only a Lightning checkpoint of a class registered in ``fmnist_lightning.registry``, built through
-Lightning's own instantiator.
+then admits only a Lightning checkpoint of a class registered in ``fmnist_lightning.registry``, built by
+LightningCLI's own ``instantiate_module`` (``fmnist_lightning.load`` builds its model from what was read here).
 
-Lightning reads the file again after this check: ``trainer.fit/validate/test/predict(ckpt_path=...)`` and
-``load_from_checkpoint`` pass ``weights_only=None`` (their default, and what LightningCLI passes unless
-``--weights_only`` is given) to ``torch.load``, which means weights-only in torch ≥ 2.6, but *not* when the
-environment sets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` or the user passes ``--weights_only false``. So the check here
-asks for ``weights_only=True`` explicitly, which neither overrides, and runs first on every path; where the project
-itself calls Lightning's loader (``fmnist_lightning.load``) it passes ``weights_only=True`` too.
+The commands' Lightning reads the file again after this check, to restore the run from it:
+``trainer.fit/validate/test/predict(ckpt_path=...)`` passes ``weights_only=None`` (its default, and what LightningCLI
+passes unless ``--weights_only`` is given) to ``torch.load``, which means weights-only in torch ≥ 2.6, but *not* when
+the environment sets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` or the user passes ``--weights_only false``. So the check
+here asks for ``weights_only=True`` explicitly, which neither overrides, and runs first on every path; the CLI then
+sets ``weights_only`` true for Lightning's read too.
 """
 
 from __future__ import annotations

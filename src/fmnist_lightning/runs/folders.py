@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from jsonargparse import Namespace
 
-from fmnist_lightning.data import options as data_options
+from fmnist_lightning import old_keys
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.safe_files import first_free_name, numbered
 
@@ -35,12 +35,9 @@ KEYWORDS = ("best", "last")
 # the trainer settings from which Lightning estimates a run's optimizer steps (and so a OneCycleLR's length)
 RUN_LENGTH = ("max_epochs", "max_steps", "limit_train_batches", "accumulate_grad_batches", "devices", "num_nodes")
 VERSION = re.compile(r"version_(\d+)")
-# Settings that say where the data is, how fast to run or how to evaluate, not what a run trains: `best` and `last`
-# find a run whatever their values
-NOT_RECIPE = frozenset(
-    {"data_dir", "files", "num_workers", "on_device", "eval_batch_size", "predict"}
-    | {"channels_last", "compile", "compile_mode", "float32_matmul_precision", "tta_flip"}
-)
+# Settings that say where the data is, how fast to load it or how to evaluate, not what a run trains: `best` and
+# `last` find a run whatever their values (how fast it trained is speed's, which is no part of a recipe)
+NOT_RECIPE = frozenset({"data_dir", "files", "num_workers", "on_device", "eval_batch_size", "predict", "tta_flip"})
 
 
 def recipe(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
@@ -58,10 +55,11 @@ def recipe(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
         else:
             flat[prefix] = list(value) if isinstance(value, tuple) else value
 
-    add("model", config.get("model"))
-    data = config.get("data")
-    # a run folder from before the data options were grouped has them flat: compared in their groups
-    add("data", data_options.regrouped(data.as_dict() if isinstance(data, Namespace) else data))
+    parts = {part: config.get(part) for part in ("model", "data")}
+    # a run folder from before a setting moved (old_keys.py) has it where it was: compared where it is now
+    parts = old_keys.upgraded({k: v.as_dict() if isinstance(v, Namespace) else v for k, v in parts.items()})
+    add("model", parts["model"])
+    add("data", parts["data"])
     return flat
 
 

@@ -15,10 +15,10 @@ from torchmetrics import MeanMetric
 from fmnist_lightning.data.images import ImageSource, Invert
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.fashion_mnist import CLASS_NAMES, MEAN, STD
-from fmnist_lightning.lightning_private import should_update_logs
+from fmnist_lightning.lightning_private import module_from_checkpoint, should_update_logs
 from fmnist_lightning.networks.keras_layers import KerasRunningVar, RunningVarUpdate
 from fmnist_lightning.training import multi_step
-from fmnist_lightning.training.old_checkpoints import current_checkpoint, saved_standardize
+from fmnist_lightning.training.old_checkpoints import INSTANTIATOR, saved_standardize
 from fmnist_lightning.training.prediction import Prediction, predict_images
 
 STAGES = ("train", "val", "test")
@@ -207,12 +207,16 @@ class FashionMNISTClassifier(L.LightningModule):
         self._plain_steps = not self.automatic_optimization and multi_step.plain_steps_possible(self)
 
     @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls, checkpoint_path: Any, map_location: Any = None, *args: Any, weights_only: bool | None = None, **kwargs: Any
-    ) -> FashionMNISTClassifier:
-        """Lightning's, for a checkpoint of an earlier version too (``training/old_checkpoints.py``)."""
-        checkpoint = current_checkpoint(checkpoint_path, weights_only)
-        return super().load_from_checkpoint(checkpoint, map_location, *args, weights_only=weights_only, **kwargs)
+    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> FashionMNISTClassifier:  # type: ignore[override]
+        """Lightning's, for a checkpoint of an earlier version too: built through ``old_checkpoints.py``'s
+        instantiator, which drops what the model no longer takes."""
+        return super().load_from_checkpoint(*args, _instantiator=INSTANTIATOR, **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> FashionMNISTClassifier:
+        """``load_from_checkpoint`` of a checkpoint read already (``runs.checkpoints.read_checkpoint``'s), which is
+        not read again, on the CPU."""
+        return module_from_checkpoint(cls, checkpoint, _instantiator=INSTANTIATOR)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checkpoints from before the model owned its standardisation record it as the data module's setting."""

@@ -1,42 +1,41 @@
 """Checkpoints written by earlier versions of the project, read as the model takes its arguments now.
 
 A run's own ``last.ckpt``, a published ``weights/*.ckpt`` or a user's file from before a change keeps working:
-``load``, ``--ckpt_path`` and resuming read the saved hyperparameters through here.
+``load_from_checkpoint`` (and so ``fmnist_lightning.load``) builds the model through ``instantiate_current``, and
+``--ckpt_path`` and resuming read the saved hyperparameters through ``current_hyperparameters``.
 """
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import torch
+from lightning.pytorch.cli import instantiate_module
 
-# the model's speed options until they became the SpeedSettings callback's (``--speed.*``, training/speed.py): how
-# fast a run trained, not what the model is
-MOVED_TO_SPEED_SETTINGS = frozenset({"channels_last", "compile", "compile_mode", "float32_matmul_precision"})
+from fmnist_lightning.lightning_private import allow_instantiator
+from fmnist_lightning.old_keys import OLD_KEYS
+
+# what load_from_checkpoint builds the model with, in place of the one the checkpoint names
+INSTANTIATOR = f"{__name__}.instantiate_current"
 
 
 def current_hyperparameters(hparams: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's saved model hyperparameters without those the model no longer takes."""
-    return {key: value for key, value in hparams.items() if key not in MOVED_TO_SPEED_SETTINGS}
+    """A checkpoint's saved model hyperparameters without those the model no longer takes (``old_keys.py``: the
+    model's speed options, now ``--speed.*``)."""
+    return {key: value for key, value in hparams.items() if f"model.init_args.{key}" not in OLD_KEYS}
 
 
-def current_checkpoint(path: str | Path | IO[bytes], weights_only: bool | None = None) -> str | Path | IO[bytes]:
-    """The checkpoint as ``load_from_checkpoint`` reads it: the file itself, or for a file of an earlier version an
-    in-memory copy with its hyperparameters as the model takes them now (Lightning builds the model from the file's
-    hyperparameters as they are, and has no hook to translate them)."""
-    if not isinstance(path, (str, Path)):
-        return path
-    saved = torch.load(path, map_location="cpu", weights_only=True if weights_only is None else weights_only)
-    hparams = saved.get("hyper_parameters") if isinstance(saved, dict) else None
-    if not isinstance(hparams, dict) or not MOVED_TO_SPEED_SETTINGS & hparams.keys():
-        return path
-    saved["hyper_parameters"] = current_hyperparameters(hparams)
-    copy = io.BytesIO()
-    torch.save(saved, copy)
-    copy.seek(0)
-    return copy
+def instantiate_current(cls: type, hparams: dict[str, Any]) -> Any:
+    """The model of a checkpoint's hyperparameters as the model takes them now, built as Lightning builds it: by
+    LightningCLI's ``instantiate_module`` for a checkpoint that names its class (LightningCLI's), else by the class.
+
+    Lightning builds a model from the file's hyperparameters as they are, and the instantiator is the one step
+    between its read of the file and the model that it lets a caller choose; so the file is read once, by Lightning.
+    """
+    hparams = current_hyperparameters(hparams)
+    return instantiate_module(cls, hparams) if "_class_path" in hparams else cls(**hparams)
+
+
+allow_instantiator(INSTANTIATOR)
 
 
 def saved_standardize(checkpoint: dict[str, Any]) -> bool:
