@@ -94,9 +94,10 @@ def one_epoch_config(tmp_path: Path) -> Path:
     return config
 
 
-@pytest.mark.parametrize("script", ["throughput.py", "fit_overhead.py", "time_to_accuracy.py"])
+@pytest.mark.parametrize("script", ["throughput.py", "fit_overhead.py"])
 def test_a_rerun_overwrites_its_machine_kinds_file(script: str, rerun_data: Path, tmp_path: Path) -> None:
-    """The earlier results of this machine kind are replaced, written whole; other machine kinds' files stay."""
+    """The earlier results of this machine kind are replaced, written whole; other machine kinds' files stay
+    (time_to_accuracy.py's, an entry per config: test_time_to_accuracy_keeps_an_entry_per_config_and_overlay)."""
     results = tmp_path / "results"
     results.mkdir()
     kind = results_file.machine_kind()
@@ -104,13 +105,9 @@ def test_a_rerun_overwrites_its_machine_kinds_file(script: str, rerun_data: Path
     options = {
         "throughput.py": ["--ways", "bare", "--models", "lenet", "--repeats", "1", "--epochs", "2", "--images", "128"],
         "fit_overhead.py": ["--models", "lenet", "--epochs", "2", "--images", "2048"],  # two steps of 16 batches
-        "time_to_accuracy.py": ["--config", str(one_epoch_config(tmp_path)), "--seeds", "1", "--target", "0.5"],
     }[script]
     earlier = results / f"{name}_{kind}.json"
-    if script == "time_to_accuracy.py":  # an entry per config: the rerun config's is replaced, another config's kept
-        earlier.write_text('{"entries": {"lenet_1epoch": {"images_per_s": 1}, "fast": {"images_per_s": 3}}}\n')
-    else:
-        earlier.write_text('{"images_per_s": 1}\n')
+    earlier.write_text('{"images_per_s": 1}\n')
     other_kind = results / f"{name}_another-machine.json"
     other_kind.write_text('{"images_per_s": 2}\n')
     done = subprocess.run(
@@ -123,9 +120,6 @@ def test_a_rerun_overwrites_its_machine_kinds_file(script: str, rerun_data: Path
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     record = json.loads(earlier.read_text())
     assert record["machine_kind"] == kind
-    if script == "time_to_accuracy.py":
-        assert record["entries"]["fast"] == {"images_per_s": 3}
-        record = record["entries"]["lenet_1epoch"]
     assert record["command"].startswith(f"python benchmarks/{script}")
     assert "images_per_s" not in record or record["images_per_s"] != 1
     assert other_kind.read_text() == '{"images_per_s": 2}\n'
@@ -226,27 +220,38 @@ def test_gpu_throughput_measures_three_ways_on_the_cpu(rerun_data: Path, tmp_pat
 
 
 def test_time_to_accuracy_keeps_an_entry_per_config_and_overlay(rerun_data: Path, tmp_path: Path) -> None:
-    """``--overlay`` puts configs after the recipe's, and its entry is the recipe's with the overlays named: the
-    recipe's own entry stays. The time is training_span_s where metrics.json records it, else fit_time_s."""
+    """``--overlay`` puts configs after the recipe's, and its entry is the recipe's with the overlays named: a rerun
+    replaces that entry in this machine kind's file, the recipe's own entry stays, and so do other machine kinds'
+    files. The time is training_span_s where metrics.json records it, else fit_time_s."""
     overlay = tmp_path / "cpu_overlay.yaml"
     overlay.write_text("trainer:\n  accelerator: cpu\ndata:\n  eval_batch_size: 32\n")
-    out, logs = tmp_path / "time_to_accuracy.json", tmp_path / "logs"
-    out.write_text('{"entries": {"lenet_1epoch": {"images_per_s": 1}}}\n')
+    results, logs = tmp_path / "results", tmp_path / "logs"
+    results.mkdir()
+    out = results / f"time_to_accuracy_{results_file.machine_kind()}.json"
+    earlier = {"lenet_1epoch": {"images_per_s": 1}, "lenet_1epoch + cpu_overlay": {"images_per_s": 1}}
+    out.write_text(json.dumps({"entries": earlier}) + "\n")
+    other_kind = results / "time_to_accuracy_another-machine.json"
+    other_kind.write_text('{"images_per_s": 2}\n')
     config = one_epoch_config(tmp_path)
     done = subprocess.run(
         [
             sys.executable, str(BENCHMARKS / "time_to_accuracy.py"), "--data-dir", str(rerun_data), "--config",
             str(config), "--overlay", str(overlay), "--seeds", "1", "--target", "0.5", "--logs", str(logs),
-            "--out", str(out),
         ],
         capture_output=True,
         text=True,
         timeout=300,
+        env=dict(os.environ, BENCHMARK_RESULTS_DIR=str(results)),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    entries = json.loads(out.read_text())["entries"]
+    assert other_kind.read_text() == '{"images_per_s": 2}\n'
+    assert sorted(path.name for path in results.iterdir()) == sorted([out.name, other_kind.name])
+    record = json.loads(out.read_text())
+    assert record["machine_kind"] == results_file.machine_kind()
+    entries = record["entries"]
     assert entries["lenet_1epoch"] == {"images_per_s": 1}
     entry = entries["lenet_1epoch + cpu_overlay"]
+    assert entry["command"].startswith("python benchmarks/time_to_accuracy.py")
     assert entry["overlays"] == [str(overlay)]
     (metrics_file,) = logs.glob("*/seed_1/metrics.json")
     metrics = json.loads(metrics_file.read_text())
