@@ -4,10 +4,7 @@ schedule lengths the trainer fills in (training/schedules.py)."""
 from __future__ import annotations
 
 import functools
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -90,14 +87,6 @@ def test_the_overlays_give_each_study_model_its_old_plus_recipe(model, tmp_path)
     assert ramp.total_iters == 1 and isinstance(cosine, CosineAnnealingLR) and cosine.T_max == t_max
 
 
-def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "XDG_CACHE_HOME": str(cwd / "cache"), "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "fmnist_lightning", *args]
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 @pytest.mark.parametrize("model", OLD_PLUS)
 def test_each_overlay_composition_fits_with_fast_dev_run(model, tiny_data, tmp_path, monkeypatch):
     """With the study config's speed settings (torch.compile for three of them) under weight averaging."""
@@ -119,9 +108,13 @@ def test_the_plus_cards_commands_compose_the_overlays(model):
     assert [str(REPO / c) for c in card_configs(card["test_command"])] == configs
 
 
-def test_a_plus_card_fit_and_test_commands_run_and_test_finds_the_run(tiny_data, tmp_path):
-    """The card's two commands as a user runs them (on small data): `test --ckpt_path best` with the same
-    overlays finds the overlay's run, not the study recipe's that shares tensorboard_logs/LeNet5/."""
+def test_a_plus_card_fit_and_test_commands_run_and_test_finds_the_run(tiny_data, tmp_path, monkeypatch):
+    """The card's two commands as a user runs them (on small data, in the test's process): `test --ckpt_path best`
+    with the same overlays finds the overlay's run, not the study recipe's that shares tensorboard_logs/LeNet5/."""
+
+    def cli(args: list[str], cwd: Path) -> None:
+        assert run_in_process(args, cwd, monkeypatch) == 0, shlex.join(args)
+
     card = read_card(REPO / "weights" / "lenet_plus.md")
     (tmp_path / "configs").symlink_to(REPO / "configs")
     small = [
