@@ -1,7 +1,8 @@
 """What a run leaves to look at: TensorBoard scalars, figures, text and hparams, metrics.json, the curves, profiles.
 
-One LeNet-5 run on the small IDX files (``fit`` for two epochs, then ``test`` on its last checkpoint, in separate
-processes as a user runs them) is read back through TensorBoard's own EventAccumulator.
+One LeNet-5 run on the small IDX files (``fit`` for two epochs in the test's process, then ``test`` on its last
+checkpoint in a process of its own, which adds to the run's record as a user's later command does) is read back
+through TensorBoard's own EventAccumulator.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fmnist_lightning.commands.main import main
 from fmnist_lightning.fashion_mnist import CLASS_NAMES
 from fmnist_lightning.observe import run_metrics
 from fmnist_lightning.observe.measures import compile_seconds
-from support import REPO
+from support import REPO, run_in_process
 from test_cli import cli, ok
 
 TEST_IMAGES = 40  # the tiny_data fixture's test set, which lenet.yaml validates on
@@ -38,7 +39,8 @@ def run_lenet(folder: Path, data: Path, *extra: str) -> Path:
     common = ("--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(data), "--data.batch_size", "16",
               "--trainer.enable_progress_bar", "false", *extra)  # fmt: skip
     fit = ("--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "2", "--trainer.profiler", "simple")
-    ok(cli("fit", *common, *fit, cwd=folder))
+    with pytest.MonkeyPatch.context() as patch:
+        assert run_in_process(["fit", *common, *fit], folder, patch, cache_in_cwd=False) == 0
     ok(cli("test", *common, "--ckpt_path", "last", cwd=folder))
     return folder / "tensorboard_logs" / "LeNet5" / "version_0"
 
@@ -144,10 +146,10 @@ def test_learning_curves_and_profiler_report_in_the_run_folder(run):
     assert "run_training_epoch" in (run / "fit-profile.txt").read_text()
 
 
-def test_compare_reads_the_real_run(run, tmp_path):
+def test_compare_reads_the_real_run(run, tmp_path, monkeypatch):
     """``compare`` on what ``fit`` and ``test`` wrote (tests/test_compare.py covers many runs and broken ones)."""
     out = tmp_path / "reports"
-    ok(cli("compare", str(run.parents[1]), "--out", str(out), cwd=tmp_path))
+    assert run_in_process(["compare", str(run.parents[1]), "--out", str(out)], tmp_path, monkeypatch) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     row = next(line for line in (out / "comparison.md").read_text().splitlines() if "LeNet5/version_0" in line)
     assert "| finished |" in row and f"| {100 * metrics['test_acc']:.2f} |" in row and "| 61,706 |" in row

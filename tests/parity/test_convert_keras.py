@@ -10,8 +10,8 @@ from keras_models import brownlee_cnn, lenet5
 
 from fmnist_lightning.commands.cli import FashionMNISTCLI
 from fmnist_lightning.commands.main import main
-from support import run_in_process, study_arrays
-from test_cli import cli, one_line_error
+from support import cli_in_process, run_in_process, study_arrays
+from test_cli import one_line_error
 
 
 @pytest.fixture
@@ -33,7 +33,10 @@ def test_converted_checkpoint_is_accepted_by_test_and_predict(tmp_path, tiny_dat
     assert not (tmp_path / "tensorboard_logs").exists()
 
 
-def test_convert_keras_never_overwrites_and_names_the_mismatch(tmp_path, keras_file):
+def test_convert_keras_never_overwrites_and_names_the_mismatch(tmp_path, keras_file, monkeypatch, capsys):
+    def cli(*args: str, cwd: Path):  # in the test's process: a new one would import Keras again to say one line
+        return cli_in_process(args, cwd, monkeypatch, capsys)
+
     existing = tmp_path / "lenet.ckpt"
     existing.write_bytes(b"a user's checkpoint")
     error = one_line_error(cli("convert-keras", str(keras_file), "--model", "LeNet5", cwd=tmp_path))
