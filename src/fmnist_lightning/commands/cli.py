@@ -30,6 +30,7 @@ from fmnist_lightning.runs.checkpoints import read_checkpoint
 from fmnist_lightning.training import FashionMNISTClassifier, SaveOnInterrupt
 from fmnist_lightning.training.old_checkpoints import (
     MOVED_TO_SPEED_SETTINGS,
+    REMOVED_DATA_OPTIONS,
     current_hyperparameters,
     saved_standardize,
 )
@@ -89,11 +90,9 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         # Lightning's default bar is Rich's when rich is installed (keras brings it): it redraws on every step, which
         # cost 15 % of LeNet-5's training throughput here; tqdm redrawn every refresh_rate steps ~3 %. Ours counts
-        # batches, where Lightning's counts its steps (steps_per_execution batches each), and redraws every
+        # batches, where Lightning's counts its steps (--speed.steps_per_execution batches each), and redraws every
         # refresh_rate batches
         parser.add_lightning_class_args(BatchProgressBar, "progress_bar")
-        # K optimizer steps per Lightning step need K batches per loader item (fmnist_lightning.training.multi_step)
-        parser.link_arguments("model.init_args.steps_per_execution", "data.batches_per_step")
         parser.set_defaults(
             {
                 "model": {"class_path": "fmnist_lightning.models.LeNet5"},
@@ -235,6 +234,8 @@ def moved_speed_flags(args: list[str]) -> list[str]:
     renamed = []
     for arg in args:
         flag, equals, value = arg.partition("=")
+        if flag.removeprefix("--data.") in REMOVED_DATA_OPTIONS:
+            raise UserInputError(f"{flag} is gone: --{REMOVED_DATA_OPTIONS[flag.removeprefix('--data.')]} sets it")
         option = flag.removeprefix("--model.init_args.")
         if flag.startswith("--model.init_args.") and option in MOVED_TO_SPEED_SETTINGS:
             warnings.warn(f"{flag} is now --speed.{option}", FutureWarning, stacklevel=2)
@@ -242,9 +243,14 @@ def moved_speed_flags(args: list[str]) -> list[str]:
         renamed.append(arg)
     for path in options.config_file_args(renamed):
         try:
-            model = (yaml.safe_load(Path(path).read_text()) or {}).get("model")
+            config = yaml.safe_load(Path(path).read_text()) or {}
+            model, data = config.get("model"), config.get("data")
         except (OSError, yaml.YAMLError, AttributeError):
             continue  # jsonargparse says what is wrong with the file
+        removed = sorted(REMOVED_DATA_OPTIONS.keys() & set(data if isinstance(data, dict) else ()))
+        if removed:
+            keys = ", ".join(f"data.{key} is gone, {REMOVED_DATA_OPTIONS[key]} sets it" for key in removed)
+            raise UserInputError(f"{path}: {keys} (docs/cli.md)")
         init_args = model.get("init_args") if isinstance(model, dict) else None
         moved = sorted(MOVED_TO_SPEED_SETTINGS & set(init_args or ()))
         if moved:

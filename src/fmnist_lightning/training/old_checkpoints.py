@@ -14,7 +14,11 @@ import torch
 
 # the model's speed options until they became the SpeedSettings callback's (``--speed.*``, training/speed.py): how
 # fast a run trained, not what the model is
-MOVED_TO_SPEED_SETTINGS = frozenset({"channels_last", "compile", "compile_mode", "float32_matmul_precision"})
+MOVED_TO_SPEED_SETTINGS = frozenset(
+    {"channels_last", "compile", "compile_mode", "float32_matmul_precision", "steps_per_execution"}
+)
+# the data module's options that followed a moved one (its batches per loader item, steps_per_execution's)
+REMOVED_DATA_OPTIONS = {"batches_per_step": "speed.steps_per_execution"}
 
 
 def current_hyperparameters(hparams: dict[str, Any]) -> dict[str, Any]:
