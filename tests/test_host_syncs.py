@@ -83,7 +83,7 @@ def test_training_steps_make_no_host_sync_but_on_log_steps(tmp_path, steps_per_e
     write_dataset(data, num_train=TRAIN_IMAGES, num_test=32)
     args = ["--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(data)]
     args += ["--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), "--trainer.max_epochs", "2"]
-    args += ["--data.batch_size", str(BATCH_SIZE), "--model.init_args.steps_per_execution", str(steps_per_execution)]
+    args += ["--data.batch_size", str(BATCH_SIZE), "--speed.steps_per_execution", str(steps_per_execution)]
     args += ["--trainer.log_every_n_steps", str(LOG_EVERY), "--trainer.enable_progress_bar", "true"]
     cli = FashionMNISTCLI(args, run=False)
     (bar,) = [callback for callback in cli.trainer.callbacks if isinstance(callback, BatchProgressBar)]

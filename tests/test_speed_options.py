@@ -315,3 +315,30 @@ def test_steps_per_execution_averages_weights_after_every_optimizer_step(
         assert torch.equal(four.model.state_dict()[name], weight), name
     for name, value in one.trainer.callback_metrics.items():  # validated with the average
         assert torch.equal(four.trainer.callback_metrics[name], value), name
+
+
+def test_several_steps_per_training_step_log_on_one_step_axis(tiny_data, tmp_path):
+    """TensorBoard's step axis counts optimizer steps with three of them per training step, as with one: the same
+    scalars at the same steps (log_every_n_steps counting optimizer steps: each fourth step's loss, written at its
+    own step), and the confusion matrices at the step of the validation's scalars, not at another count."""
+    runs = {}
+    for k in (1, 3):
+        cli = make_cli(
+            tiny_data, tmp_path / str(k), "--speed.steps_per_execution", str(k), "--data.batch_size", "16",
+            "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "4",
+        )  # fmt: skip
+        cli.trainer.fit(cli.model, cli.datamodule)
+        (run,) = (tmp_path / str(k) / "logs").rglob("version_0")
+        events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
+        events.Reload()
+        runs[k] = events
+    one, three = runs[1], runs[3]
+    curves = sorted(tag for tag in one.Tags()["scalars"] if not tag.startswith("~"))  # not the timings
+    assert "train/loss_step" in curves and sorted(tag for tag in three.Tags()["scalars"] if tag in curves) == curves
+    for tag in curves:
+        assert [(e.step, e.value) for e in three.Scalars(tag)] == [(e.step, e.value) for e in one.Scalars(tag)], tag
+    # 120 images in batches of 16: 8 optimizer steps an epoch, in groups of 3 + 3 + 2
+    assert [event.step for event in one.Scalars("train/loss_step")] == [3, 7, 11, 15]
+    for events in (one, three):
+        figures = [event.step for event in events.Images("val/confusion_matrix")]
+        assert figures == [event.step for event in events.Scalars("val/acc")] == [7, 15]

@@ -30,16 +30,19 @@ from jsonargparse import Namespace
 from fmnist_lightning.data import options as data_options
 from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.safe_files import first_free_name, numbered
+from fmnist_lightning.training.old_checkpoints import MOVED_TO_SPEED_SETTINGS, REMOVED_DATA_OPTIONS
 
 KEYWORDS = ("best", "last")
 # the trainer settings from which Lightning estimates a run's optimizer steps (and so a OneCycleLR's length)
 RUN_LENGTH = ("max_epochs", "max_steps", "limit_train_batches", "accumulate_grad_batches", "devices", "num_nodes")
 VERSION = re.compile(r"version_(\d+)")
 # Settings that say where the data is, how fast to run or how to evaluate, not what a run trains: `best` and `last`
-# find a run whatever their values
+# find a run whatever their values (a run folder's config.yaml from before the speed settings left the model and the
+# data module has them there)
 NOT_RECIPE = frozenset(
-    {"data_dir", "files", "num_workers", "on_device", "eval_batch_size", "predict"}
-    | {"channels_last", "compile", "compile_mode", "float32_matmul_precision", "tta_flip"}
+    {"data_dir", "files", "num_workers", "on_device", "eval_batch_size", "predict", "tta_flip"}
+    | MOVED_TO_SPEED_SETTINGS
+    | REMOVED_DATA_OPTIONS.keys()
 )
 
 
