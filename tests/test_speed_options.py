@@ -342,3 +342,20 @@ def test_several_steps_per_training_step_log_on_one_step_axis(tiny_data, tmp_pat
     for events in (one, three):
         figures = [event.step for event in events.Images("val/confusion_matrix")]
         assert figures == [event.step for event in events.Scalars("val/acc")] == [7, 15]
+
+
+@pytest.mark.parametrize(("first", "then"), [(1, 4), (4, 1)])
+def test_a_run_resumed_with_another_steps_per_execution_goes_on_counting_its_steps(tiny_data, tmp_path, first, then):
+    """Lightning counts the optimizer steps of automatic and manual optimization apart (global_step reads the one of
+    the model's mode): a speed setting changed on resume must not restart the count, which max_steps, schedules and
+    checkpoints read. 120 images in batches of 16: 8 steps an epoch."""
+    args = ("--data.batch_size", "16", "--trainer.max_epochs")
+    cli = make_cli(tiny_data, tmp_path / "first", "--speed.steps_per_execution", str(first), *args, "1")
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.trainer.global_step == 8  # after the fit too, in automatic optimization again
+    (last,) = (tmp_path / "first").rglob("last.ckpt")
+    resumed = make_cli(tiny_data, tmp_path / "then", "--speed.steps_per_execution", str(then), *args, "2")
+    resumed.trainer.fit(resumed.model, resumed.datamodule, ckpt_path=str(last))
+    assert resumed.trainer.global_step == 16
+    (last,) = (tmp_path / "then").rglob("last.ckpt")
+    assert torch.load(last, weights_only=False)["global_step"] == 16
