@@ -67,8 +67,12 @@ class SyncCounter(L.Callback):
         if 1 <= batch_idx <= trainer.num_training_batches - 2:
             self._step = (trainer.current_epoch, batch_idx)
             self.counted.append(self._step)
-            if should_update_logs(trainer):
-                self.logged.add(self._step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        # whether the logger writes this training step is known once it is done: with several optimizer steps in
+        # it (--speed.steps_per_execution), where one of them is a log step (log_every_n_steps)
+        if self._step is not None and should_update_logs(trainer):
+            self.logged.add(self._step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._step = None
