@@ -12,12 +12,13 @@ weight averaging and the figures are written for one batch a step and know nothi
   augmentation draws as K = 1, a short last batch dropped where the original loader drops it (``drop_last``).
 - The model's own ``training_step`` (one batch, its loss returned for automatic optimization) is called on each of
   the K batches by a wrapper on the instance, which takes the optimizer step after each in manual optimization
-  (``automatic_optimization`` is public), as Lightning's automatic optimization would (``take_step``). What
+  (``automatic_optimization`` is public), as Lightning's automatic optimization would (``take_steps``). What
   Lightning does once per optimizer step is done here after each of the K: the schedulers stepped every step, and
   weight averaging (Lightning's ``WeightAveraging``, EMA), which Lightning updates once per training step
   (``on_train_batch_end``), updated after every step as with K = 1.
 - One step axis in TensorBoard: Lightning's loggers write at their count of training steps, which here counts
-  optimizer steps, as with K = 1 (``steps_taken``); ``log_every_n_steps`` counts optimizer steps too.
+  optimizer steps, as with K = 1 (``take_steps``); ``log_every_n_steps`` counts optimizer steps too, with one write
+  at most per training step.
 - A schedule sized by the trainer asks ``optimizer_steps`` (Lightning's ``estimated_stepping_batches`` counts groups
   of K) and the progress bar ``batches_per_epoch`` and ``batches_done``: K = 1's figures without a setting.
 
