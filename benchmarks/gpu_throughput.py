@@ -96,7 +96,7 @@ def batches_per_step(config: str, way: str) -> int:
 
     recipe = ROOT / "configs" / f"{config}.yaml"
     if way != "fit_today":
-        settings = (yaml.safe_load(overlay(config).read_text()).get("model") or {}).get("init_args") or {}
+        settings = yaml.safe_load(overlay(config).read_text()).get("speed") or {}
         if "steps_per_execution" in settings:
             return settings["steps_per_execution"]
     return steps_per_execution(recipe)

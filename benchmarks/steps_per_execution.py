@@ -41,7 +41,7 @@ class StepTimes(L.Callback):
 
 def images_per_s(config: str, k: int, options: argparse.Namespace, logs: str) -> float:
     args = ["--config", config, "--data.data_dir", options.data_dir, "--speed.compile", "false"]
-    args += ["--model.init_args.steps_per_execution", str(k), "--trainer.max_epochs", "1"]
+    args += ["--speed.steps_per_execution", str(k), "--trainer.max_epochs", "1"]
     args += ["--trainer.limit_train_batches", str(options.images // options.batch_size // k)]
     args += ["--trainer.limit_val_batches", "0", "--trainer.logger.init_args.save_dir", logs]
     args += [f"--trainer.callbacks+={__name__}.StepTimes"]  # the progress bar on, as a user runs it

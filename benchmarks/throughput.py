@@ -156,10 +156,10 @@ def batch_size(config: Path) -> int:
 
 
 def steps_per_execution(config: Path) -> int:
-    """Optimizer steps per Lightning training step (the model's ``steps_per_execution``)."""
+    """Optimizer steps per Lightning training step (the config's ``speed: {steps_per_execution}``)."""
     import yaml
 
-    return yaml.safe_load(config.read_text())["model"]["init_args"].get("steps_per_execution", 1)
+    return (yaml.safe_load(config.read_text()).get("speed") or {}).get("steps_per_execution", 1)
 
 
 def images_per_model(

@@ -159,7 +159,7 @@ def test_a_one_cycle_run_resumes_only_with_the_length_it_was_scheduled_for(fmnis
     would stop mid-schedule (or, longer, step past its end)."""
     one_cycle = '{"class_path": "torch.optim.lr_scheduler.OneCycleLR", "init_args": {"max_lr": 0.01}}'
     fit = ("fit", "--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data))
-    fit += ("--model.init_args.lr_scheduler", one_cycle, "--model.init_args.steps_per_execution", "1")
+    fit += ("--model.init_args.lr_scheduler", one_cycle, "--speed.steps_per_execution", "1")
     fit += ("--run_metrics.latency", "false")
     quick = ("--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar", "false")
     stop_after_one = '--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.EarlyStopping", ' + (

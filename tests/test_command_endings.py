@@ -137,7 +137,7 @@ def test_the_progress_bar_counts_batches_not_lightnings_steps(tiny_data, tmp_pat
     cli = FashionMNISTCLI(
         [
             "--config", str(LENET), "--data.data_dir", str(tiny_data), "--data.batch_size", str(batch_size),
-            "--model.init_args.steps_per_execution", str(steps), "--trainer.limit_train_batches", limit,
+            "--speed.steps_per_execution", str(steps), "--trainer.limit_train_batches", limit,
             "--trainer.max_epochs", "2", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
             "--run_metrics.latency", "false",
         ],

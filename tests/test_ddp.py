@@ -54,7 +54,7 @@ def ddp(tmp_path_factory: pytest.TempPathFactory) -> dict:
         fit = ["fit", *common, *two_processes, "--trainer.max_epochs", "1", f"--trainer.callbacks+={record}"]
         ddp_cli(*fit, cwd=folder)
     one_step = tmp_path_factory.mktemp("ddp_one_step")  # lenet.yaml takes 8 steps per training step
-    ddp_cli(*fit[:-1], "--model.init_args.steps_per_execution", "1", cwd=one_step)
+    ddp_cli(*fit[:-1], "--speed.steps_per_execution", "1", cwd=one_step)
     run = folder / "tensorboard_logs" / "LeNet5" / "version_0"
     results = {}
     for name, processes in (("ddp", two_processes), ("single", [])):

@@ -23,7 +23,7 @@ def fit(data: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     command += ["--data.data_dir", str(data), "--data.batch_size", "8", "--trainer.enable_progress_bar", "false"]
     command += ["--model.init_args.optimizer", "torch.optim.Adam", "--model.init_args.lr_scheduler", SCHEDULER]
     command += ["--run_metrics.latency", "false", "--run_metrics.activation_memory", "false"]
-    command += ["--model.init_args.steps_per_execution", "8"]  # the groups KILLED_AT and the resume count on
+    command += ["--speed.steps_per_execution", "8"]  # the groups KILLED_AT and the resume count on
     command += ["--trainer.max_epochs", "3", *args]
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "XDG_CACHE_HOME": str(cwd / "cache")}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)

@@ -75,7 +75,7 @@ def last_weights(cwd: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("config", sorted(OVERLAYS))
 def test_every_config_trains_on_the_gpu_without_host_syncs_in_its_steps(config, data, tmp_path):
     # one batch per Lightning step, so that batches 2..12 lie inside the epoch
-    args = fit_args(config, data, "--model.init_args.steps_per_execution", "1")
+    args = fit_args(config, data, "--speed.steps_per_execution", "1")
     if config not in WEIGHT_AVERAGING:  # which syncs (test below)
         args.append(f"--trainer.callbacks+={SYNC_WATCH}")
     gpu_cli(*args, cwd=tmp_path)
@@ -92,7 +92,7 @@ def test_every_config_trains_on_the_gpu_without_host_syncs_in_its_steps(config, 
     "every update: one sync per optimizer step with EMA (docs/speed.md, GPU)",
 )
 def test_weight_averaging_makes_no_host_sync_in_a_step(data, tmp_path):
-    args = fit_args("best", data, "--model.init_args.steps_per_execution", "1")
+    args = fit_args("best", data, "--speed.steps_per_execution", "1")
     gpu_cli(*args, f"--trainer.callbacks+={SYNC_WATCH}", cwd=tmp_path)
 
 

@@ -5,6 +5,7 @@ on a GPU.)"""
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
@@ -30,7 +31,7 @@ def test_a_gpu_overlay_composes_with_every_recipe(recipe, overlay, tiny_data, mo
     ]
     # parsed for the CPU, which this machine has: the overlay's own accelerator is what is replaced
     cli = FashionMNISTCLI([*configs, "--data.data_dir", str(tiny_data), "--trainer.accelerator", "cpu"], run=False)
-    data, model = cli.datamodule.hparams, cli.model.hparams
+    data = cli.datamodule.hparams
     assert data.on_device is True and data.eval_batch_size == 10_000
     assert speed_settings_of(cli.trainer).float32_matmul_precision == "high"
     assert str(cli.trainer.precision) == ("bf16-mixed" if overlay == "gpu_bf16" else "32-true")
@@ -38,8 +39,8 @@ def test_a_gpu_overlay_composes_with_every_recipe(recipe, overlay, tiny_data, mo
     # the recipe's own choices stay: its model, batch size, optimizer and epochs
     assert type(cli.model) is type(recipe_only.model) and data.batch_size == recipe_only.datamodule.hparams.batch_size
     assert cli.trainer.max_epochs == recipe_only.trainer.max_epochs
-    own_steps = recipe_only.model.hparams.steps_per_execution
-    assert model.steps_per_execution == (8 if overlay == "gpu_bf16" else own_steps) == data.batches_per_step
+    own_steps = speed_settings_of(recipe_only.trainer).steps_per_execution
+    assert speed_settings_of(cli.trainer).steps_per_execution == (8 if overlay == "gpu_bf16" else own_steps)
 
 
 @pytest.fixture
@@ -96,6 +97,32 @@ def test_a_config_with_the_models_former_speed_keys_is_a_one_line_error(tiny_dat
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: {old}: model.init_args.channels_last is now speed.channels_last, model.init_args.compile is now "
         "speed.compile (the speed settings are apart from the model; docs/cli.md)"
+    )
+
+
+def test_the_former_steps_per_execution_keys_are_an_alias_or_a_one_line_error(tiny_data, tmp_path, monkeypatch, capsys):
+    """The model's ``steps_per_execution`` is ``--speed.steps_per_execution`` now, and so is the data module's
+    ``batches_per_step``, which followed it: a warning names it (old_keys.py); a config file setting them, one line."""
+    from fmnist_lightning.commands.main import main
+
+    monkeypatch.setattr("sys.argv", ["fmnist"])
+    args = ["--config", str(REPO / "configs" / "lenet.yaml"), "--data.data_dir", str(tiny_data)]
+    for old_flag in ("--model.init_args.steps_per_execution", "--data.batches_per_step"):
+        with pytest.warns(FutureWarning, match=rf"{re.escape(old_flag)} is now --speed\.steps_per_execution"):
+            cli = FashionMNISTCLI([*args, old_flag, "4"], run=False)
+        assert speed_settings_of(cli.trainer).steps_per_execution == 4
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  init_args:\n    steps_per_execution: 4\ndata:\n  batches_per_step: 4\n")
+    assert main(["fit", *args, "--config", str(old)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {old}: data.batches_per_step is now speed.steps_per_execution, model.init_args.steps_per_execution "
+        "is now speed.steps_per_execution (the speed settings are apart from the model; docs/cli.md)"
+    )
+    old.write_text("model:\n  init_args:\n    steps_per_execution: 4\n")
+    assert main(["fit", *args, "--config", str(old)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {old}: model.init_args.steps_per_execution is now speed.steps_per_execution (the speed settings "
+        "are apart from the model; docs/cli.md)"
     )
 
 

@@ -67,8 +67,12 @@ class SyncCounter(L.Callback):
         if 1 <= batch_idx <= trainer.num_training_batches - 2:
             self._step = (trainer.current_epoch, batch_idx)
             self.counted.append(self._step)
-            if should_update_logs(trainer):
-                self.logged.add(self._step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        # whether the logger writes this training step is known once it is done: with several optimizer steps in
+        # it (--speed.steps_per_execution), where one of them is a log step (log_every_n_steps)
+        if self._step is not None and should_update_logs(trainer):
+            self.logged.add(self._step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._step = None
@@ -83,7 +87,7 @@ def test_training_steps_make_no_host_sync_but_on_log_steps(tmp_path, steps_per_e
     write_dataset(data, num_train=TRAIN_IMAGES, num_test=32)
     args = ["--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(data)]
     args += ["--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), "--trainer.max_epochs", "2"]
-    args += ["--data.batch_size", str(BATCH_SIZE), "--model.init_args.steps_per_execution", str(steps_per_execution)]
+    args += ["--data.batch_size", str(BATCH_SIZE), "--speed.steps_per_execution", str(steps_per_execution)]
     args += ["--trainer.log_every_n_steps", str(LOG_EVERY), "--trainer.enable_progress_bar", "true"]
     cli = FashionMNISTCLI(args, run=False)
     (bar,) = [callback for callback in cli.trainer.callbacks if isinstance(callback, BatchProgressBar)]

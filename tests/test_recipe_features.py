@@ -62,7 +62,6 @@ def test_random_erasing_blanks_one_rectangle_in_some_images_on_the_batch_device(
 def make_cli(tiny_data, tmp_path, *args: str) -> FashionMNISTCLI:
     base = ["--config", str(REPO / "configs/lenet.yaml"), "--data.data_dir", str(tiny_data)]
     base += ["--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), "--trainer.max_epochs", "1"]
-    base += ["--model.init_args.steps_per_execution", "1"]  # weight averaging acts once per training step
     return FashionMNISTCLI([*base, *args], run=False)
 
 

@@ -8,12 +8,13 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fmnist_lightning.commands.cli import FashionMNISTCLI
 from fmnist_lightning.commands.main import main
 from fmnist_lightning.errors import UserInputError
-from fmnist_lightning.models import CustomCNN, FastCNN, LeNet5
+from fmnist_lightning.models import CustomCNN, FastCNN
 from fmnist_lightning.observe.progress import BatchProgressBar
 from fmnist_lightning.observe.run_metrics import RunMetrics
 from fmnist_lightning.training.speed import SpeedSettings
@@ -24,6 +25,20 @@ def make_cli(tiny_data, tmp_path, *args: str, config: str = "lenet") -> FashionM
     base = ["--config", str(REPO / f"configs/{config}.yaml"), "--data.data_dir", str(tiny_data)]
     base += ["--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
     return FashionMNISTCLI([*base, *args], run=False)
+
+
+@pytest.fixture
+def lightning_steps(monkeypatch) -> list[int]:
+    """The calls of LightningOptimizer.step (the step with Lightning's hooks around it), counted."""
+    calls = [0]
+    step = LightningOptimizer.step
+
+    def counted(self, *args, **kwargs):
+        calls[0] += 1
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(LightningOptimizer, "step", counted)
+    return calls
 
 
 def progress_bars(cli: FashionMNISTCLI) -> list:
@@ -131,7 +146,7 @@ def test_steps_per_execution_takes_the_same_steps_as_one_at_a_time(tiny_data, tm
     runs = {}
     for steps in (1, 3):
         cli = make_cli(
-            tiny_data, tmp_path / str(steps), "--model.init_args.steps_per_execution", str(steps),
+            tiny_data, tmp_path / str(steps), "--speed.steps_per_execution", str(steps),
             "--data.batch_size", "16", "--trainer.max_epochs", "3", *options,
         )  # fmt: skip
         cli.trainer.fit(cli.model, cli.datamodule)
@@ -171,22 +186,24 @@ class StepCounter(L.Callback):
 
 
 @pytest.mark.parametrize("counter_type", [BackwardCounter, StepCounter])
-def test_steps_per_execution_skips_lightnings_step_wrappers_only_while_no_hook_runs(tiny_data, tmp_path, counter_type):
+def test_steps_per_execution_skips_lightnings_step_wrappers_only_while_no_hook_runs(
+    tiny_data, tmp_path, counter_type, lightning_steps
+):
     """Its steps do without manual_backward and LightningOptimizer.step while no hook of theirs does anything, and
     still count as steps; a callback with such a hook gets it on every optimizer step; the weights are the same."""
-    runs = {}
+    runs, wrapped = {}, {}
     for name in ("plain", "hooked"):
         cli = make_cli(
-            tiny_data, tmp_path / name, "--model.init_args.steps_per_execution", "3", "--data.batch_size", "16",
+            tiny_data, tmp_path / name, "--speed.steps_per_execution", "3", "--data.batch_size", "16",
             "--trainer.max_epochs", "1",
         )  # fmt: skip
         counter = counter_type()
         if name == "hooked":
             cli.trainer.callbacks.append(counter)
+        lightning_steps[0] = 0
         cli.trainer.fit(cli.model, cli.datamodule)
-        runs[name] = cli
-    assert runs["plain"].model._plain_steps
-    assert not runs["hooked"].model._plain_steps
+        runs[name], wrapped[name] = cli, lightning_steps[0]
+    assert wrapped == {"plain": 0, "hooked": 8}
     assert counter.calls == runs["hooked"].trainer.global_step == runs["plain"].trainer.global_step == 8
     for name, weight in runs["plain"].model.state_dict().items():
         assert torch.equal(runs["hooked"].model.state_dict()[name], weight), name
@@ -194,7 +211,7 @@ def test_steps_per_execution_skips_lightnings_step_wrappers_only_while_no_hook_r
 
 def test_steps_per_execution_is_at_least_one():
     with pytest.raises(UserInputError, match="must be ≥ 1, got 0"):
-        LeNet5(steps_per_execution=0)
+        SpeedSettings(steps_per_execution=0)
 
 
 class LearningRates(L.Callback):
@@ -221,7 +238,9 @@ COSINE_TO_END = '{"class_path": "fmnist_lightning.training.schedules.CosineAnnea
     ],
     ids=["one-cycle", "one-cycle-max-steps", "cosine-step-warmup"],
 )
-def test_steps_per_execution_sizes_a_schedule_by_the_runs_optimizer_steps(tiny_data, tmp_path, options, steps):
+def test_steps_per_execution_sizes_a_schedule_by_the_runs_optimizer_steps(
+    tiny_data, tmp_path, options, steps, lightning_steps
+):
     """A OneCycleLR without total_steps (fast.yaml's) or a step-wise cosine without T_max over four optimizer steps per
     training step: sized by the run's optimizer steps, not Lightning's training steps (groups of four), so the same
     learning rate at every step and the same weights as one at a time, and never stepped past its end (OneCycleLR
@@ -230,15 +249,16 @@ def test_steps_per_execution_sizes_a_schedule_by_the_runs_optimizer_steps(tiny_d
     runs = {}
     for k in (1, 4):
         cli = make_cli(
-            tiny_data, tmp_path / str(k), "--model.init_args.steps_per_execution", str(k), "--data.batch_size", "16",
+            tiny_data, tmp_path / str(k), "--speed.steps_per_execution", str(k), "--data.batch_size", "16",
             "--data.validation.val_size", "16", "--trainer.max_epochs", "2", *SMALL_FAST_CNN, *options, config="fast",
         )  # fmt: skip
         rates = LearningRates()
         cli.trainer.callbacks.append(rates)
+        lightning_steps[0] = 0
         cli.trainer.fit(cli.model, cli.datamodule)
         runs[k] = cli, rates.rates
     (one, one_rates), (four, four_rates) = runs[1], runs[4]
-    assert four.trainer.num_training_batches == 2 and four.model._plain_steps
+    assert four.trainer.num_training_batches == 2 and lightning_steps[0] == 0  # the plain path
     assert four.trainer.global_step == one.trainer.global_step == steps == len(four_rates)
     assert four_rates == one_rates and len(set(four_rates)) > steps // 2  # a schedule, not a constant
     schedulers = [cli.trainer.lr_scheduler_configs[0].scheduler for cli in (one, four)]
@@ -263,7 +283,9 @@ EMA_EVERY_THIRD = {
 @pytest.mark.parametrize(
     ("ema", "updates"), [(EMA_WITH_WARMUP, 2 * 7), (EMA_EVERY_THIRD, 4)], ids=["ema-with-warmup", "every-third"]
 )
-def test_steps_per_execution_averages_weights_after_every_optimizer_step(tiny_data, tmp_path, ema, updates):
+def test_steps_per_execution_averages_weights_after_every_optimizer_step(
+    tiny_data, tmp_path, ema, updates, lightning_steps
+):
     """Weight averaging with four optimizer steps per training step: updated after each optimizer step, and asked
     whether to with each step's index, so the same average (validated, checkpointed and left in the model after
     fit) as one at a time; EMAWithWarmup's batch-norm statistics from the same 6 batches of 16, where a loader item
@@ -271,15 +293,17 @@ def test_steps_per_execution_averages_weights_after_every_optimizer_step(tiny_da
     runs = {}
     for k in (1, 4):
         cli = make_cli(
-            tiny_data, tmp_path / str(k), "--model.init_args.steps_per_execution", str(k), "--data.batch_size", "16",
+            tiny_data, tmp_path / str(k), "--speed.steps_per_execution", str(k), "--data.batch_size", "16",
             "--data.validation.val_size", "16", "--trainer.max_epochs", "2", *SMALL_FAST_CNN,
             f"--trainer.callbacks+={json.dumps(ema)}", config="fast",
         )  # fmt: skip
+        lightning_steps[0] = 0
         cli.trainer.fit(cli.model, cli.datamodule)
         (last,) = (tmp_path / str(k) / "logs").rglob("last.ckpt")
         runs[k] = cli, torch.load(last, weights_only=False)
     (one, one_saved), (four, four_saved) = runs[1], runs[4]
-    assert four.model._plain_steps and four.trainer.global_step == one.trainer.global_step == 2 * 7
+    assert lightning_steps[0] == 0  # the four's run (counted last): its plain path
+    assert four.trainer.global_step == one.trainer.global_step == 2 * 7
     for saved in (one_saved, four_saved):
         assert int(saved["averaging_state"]["n_averaged"]) == updates
     for key in ("state_dict", "current_model_state"):  # the average; the trained weights
@@ -291,3 +315,47 @@ def test_steps_per_execution_averages_weights_after_every_optimizer_step(tiny_da
         assert torch.equal(four.model.state_dict()[name], weight), name
     for name, value in one.trainer.callback_metrics.items():  # validated with the average
         assert torch.equal(four.trainer.callback_metrics[name], value), name
+
+
+def test_several_steps_per_training_step_log_on_one_step_axis(tiny_data, tmp_path):
+    """TensorBoard's step axis counts optimizer steps with three of them per training step, as with one: the same
+    scalars at the same steps (log_every_n_steps counting optimizer steps: each fourth step's loss, written at its
+    own step), and the confusion matrices at the step of the validation's scalars, not at another count."""
+    runs = {}
+    for k in (1, 3):
+        cli = make_cli(
+            tiny_data, tmp_path / str(k), "--speed.steps_per_execution", str(k), "--data.batch_size", "16",
+            "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "4",
+        )  # fmt: skip
+        cli.trainer.fit(cli.model, cli.datamodule)
+        (run,) = (tmp_path / str(k) / "logs").rglob("version_0")
+        events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
+        events.Reload()
+        runs[k] = events
+    one, three = runs[1], runs[3]
+    curves = sorted(tag for tag in one.Tags()["scalars"] if not tag.startswith("~"))  # not the timings
+    assert "train/loss_step" in curves and sorted(tag for tag in three.Tags()["scalars"] if tag in curves) == curves
+    for tag in curves:
+        assert [(e.step, e.value) for e in three.Scalars(tag)] == [(e.step, e.value) for e in one.Scalars(tag)], tag
+    # 120 images in batches of 16: 8 optimizer steps an epoch, in groups of 3 + 3 + 2
+    assert [event.step for event in one.Scalars("train/loss_step")] == [3, 7, 11, 15]
+    for events in (one, three):
+        figures = [event.step for event in events.Images("val/confusion_matrix")]
+        assert figures == [event.step for event in events.Scalars("val/acc")] == [7, 15]
+
+
+@pytest.mark.parametrize(("first", "then"), [(1, 4), (4, 1)])
+def test_a_run_resumed_with_another_steps_per_execution_goes_on_counting_its_steps(tiny_data, tmp_path, first, then):
+    """Lightning counts the optimizer steps of automatic and manual optimization apart (global_step reads the one of
+    the model's mode): a speed setting changed on resume must not restart the count, which max_steps, schedules and
+    checkpoints read. 120 images in batches of 16: 8 steps an epoch."""
+    args = ("--data.batch_size", "16", "--trainer.max_epochs")
+    cli = make_cli(tiny_data, tmp_path / "first", "--speed.steps_per_execution", str(first), *args, "1")
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.trainer.global_step == 8  # after the fit too, in automatic optimization again
+    (last,) = (tmp_path / "first").rglob("last.ckpt")
+    resumed = make_cli(tiny_data, tmp_path / "then", "--speed.steps_per_execution", str(then), *args, "2")
+    resumed.trainer.fit(resumed.model, resumed.datamodule, ckpt_path=str(last))
+    assert resumed.trainer.global_step == 16
+    (last,) = (tmp_path / "then").rglob("last.ckpt")
+    assert torch.load(last, weights_only=False)["global_step"] == 16

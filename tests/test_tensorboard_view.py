@@ -32,7 +32,7 @@ FIT = ("--trainer.max_epochs", "1", "--run_metrics.latency", "false", "--run_met
 VARIED = {"augmentation.affine": True, "lr": 0.05, "seed": 7}
 RESULTS = ["~hp/best_val_acc", "~hp/final_val_acc", "~hp/fit_time_s", "~hp/peak_rss_mb", "~hp/test_acc"]
 INTERNAL = {"_class_path", "_instantiator", "files.cache_dir", "data_dir", "predict.path", "files.download"}
-INTERNAL |= {"batches_per_step", "validation", "augmentation", "files", "predict"}  # groups are shown by option
+INTERNAL |= {"validation", "augmentation", "files", "predict"}  # groups are shown by option
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,15 @@ user's run. To remove one, replace its function body here with the public way an
   ``steps_per_execution``'s optimizer steps where no hook does anything (8-10 % of a LeNet-5 step on a CPU).
 - ``training_step_index``: the training step's ``batch_idx`` outside ``training_step``, for the weight-averaging
   hook that ``steps_per_execution`` calls after each of its optimizer steps, with what Lightning passes it.
+- ``regroup_train_loaders``: the fit loop's source of training loaders, so that ``steps_per_execution`` gives
+  Lightning a loader of K batches an item while the data module's own ``train_dataloader`` stays as it is (the
+  EMA's batch-norm statistics read it).
+- ``logger_step`` and ``set_logger_step``: Lightning's count of training steps, at which its loggers write the
+  scalars; ``steps_per_execution`` makes it count optimizer steps, and the figures are written at it, so that a
+  run has one step axis in TensorBoard.
+- ``optimizer_step_counters``: Lightning counts ``global_step`` apart for automatic and manual optimization, which
+  ``steps_per_execution`` switches to for a fit: the count goes on across the switch and across a run resumed with
+  another ``steps_per_execution``.
 - ``rewind_to_validation_start``: the validation loop's progress counters, so a run stopped during validation
   redoes that validation when resumed (Lightning would skip it).
 - ``use_multi_average_fn`` and ``averaged_network``: Lightning's ``WeightAveraging`` passes a fixed-decay function
@@ -48,6 +57,7 @@ from lightning.pytorch.core.module import _jit_is_scripting
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.loops.progress import _BatchProgress
+from lightning.pytorch.trainer.connectors.data_connector import _DataLoaderSource
 from torch import nn
 
 
@@ -66,6 +76,50 @@ def step_counted_without_hooks(optimizer: LightningOptimizer) -> None:
 def training_step_index(trainer: L.Trainer) -> int:
     """The running training step's ``batch_idx`` (within the epoch), as Lightning passes it to the step's hooks."""
     return trainer.fit_loop.epoch_loop.batch_idx
+
+
+class _RegroupedSource(_DataLoaderSource):
+    """The fit loop's source of training loaders, each passed through ``regroup`` as Lightning asks for it (so
+    under Lightning's capture of DataLoader arguments, which its DDP sampler injection re-instantiates them with)."""
+
+    def __init__(self, source: _DataLoaderSource, regroup: Callable[[Any], Any]) -> None:
+        super().__init__(source.instance, source.name)
+        self.regroup = regroup
+
+    def dataloader(self) -> Any:
+        return self.regroup(super().dataloader())
+
+
+def regroup_train_loaders(trainer: L.Trainer, regroup: Callable[[Any], Any]) -> Callable[[], None]:
+    """Makes the fit loop train on ``regroup(loader)`` for its training loaders; returns what undoes it."""
+    loop = trainer.fit_loop
+    source = loop._data_source
+    loop._data_source = _RegroupedSource(source, regroup)
+
+    def undo() -> None:
+        loop._data_source = source
+
+    return undo
+
+
+def logger_step(trainer: L.Trainer) -> int:
+    """The step at which Lightning's loggers write what is logged now (its count of training steps that stepped)."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def set_logger_step(trainer: L.Trainer, step: int) -> None:
+    """Sets that count: the step at which the loggers write next, and by which they decide whether to."""
+    trainer.fit_loop.epoch_loop._batches_that_stepped = step
+
+
+def optimizer_step_counters(trainer: L.Trainer) -> tuple[Any, Any]:
+    """Lightning's counts of optimizer steps in automatic and in manual optimization (``global_step`` reads the one
+    of the model's mode): their totals, with ``completed``, ``state_dict`` and ``load_state_dict``."""
+    loop = trainer.fit_loop.epoch_loop
+    return (
+        loop.automatic_optimization.optim_progress.optimizer.step.total,
+        loop.manual_optimization.optim_step_progress.total,
+    )
 
 
 def rewind_to_validation_start(trainer: L.Trainer) -> None:

@@ -17,7 +17,7 @@ from fmnist_lightning.errors import UserInputError
 
 # the model's speed options until they became the SpeedSettings callback's (``--speed.*``, training/speed.py): how
 # fast a run trained, not what the model is
-SPEED = ("channels_last", "compile", "compile_mode", "float32_matmul_precision")
+SPEED = ("channels_last", "compile", "compile_mode", "float32_matmul_precision", "steps_per_execution")
 # the flat data options before they were grouped (issue 38) → where they are in data/options.py's groups now
 DATA = {
     "validation": "validation.protocol",
@@ -31,9 +31,12 @@ DATA = {
     "invert": "predict.invert",
 }
 # old dotted key → new dotted key
-OLD_KEYS = {f"model.init_args.{key}": f"speed.{key}" for key in SPEED} | {
-    f"data.{old}": f"data.{new}" for old, new in DATA.items()
-}
+OLD_KEYS = (
+    {f"model.init_args.{key}": f"speed.{key}" for key in SPEED}
+    # the data module's batches per loader item, which followed the model's steps_per_execution
+    | {"data.batches_per_step": "speed.steps_per_execution"}
+    | {f"data.{old}": f"data.{new}" for old, new in DATA.items()}
+)
 # why a key moved, by the first part of its new key: the end of a config file's error
 WHY = {
     "speed": "the speed settings are apart from the model; docs/cli.md",

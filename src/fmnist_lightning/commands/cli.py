@@ -87,11 +87,9 @@ class FashionMNISTCLI(TrainerWithoutDuplicateBar):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         # Lightning's default bar is Rich's when rich is installed (keras brings it): it redraws on every step, which
         # cost 15 % of LeNet-5's training throughput here; tqdm redrawn every refresh_rate steps ~3 %. Ours counts
-        # batches, where Lightning's counts its steps (steps_per_execution batches each), and redraws every
+        # batches, where Lightning's counts its steps (--speed.steps_per_execution batches each), and redraws every
         # refresh_rate batches
         parser.add_lightning_class_args(BatchProgressBar, "progress_bar")
-        # K optimizer steps per Lightning step need K batches per loader item (fmnist_lightning.training.multi_step)
-        parser.link_arguments("model.init_args.steps_per_execution", "data.batches_per_step")
         parser.set_defaults(
             {
                 "model": {"class_path": "fmnist_lightning.models.LeNet5"},

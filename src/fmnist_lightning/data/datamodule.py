@@ -38,9 +38,6 @@ class FashionMNISTDataModule(L.LightningDataModule):
             ``split_seed`` of a split; ``num_folds``, ``fold`` and ``kfold_shuffle`` of the study's folds.
         augmentation: What changes the training images and targets (``Augmentation``): ``affine`` (the study's
             warp), ``crop_padding``, ``hflip``, ``erasing``, ``mixup_alpha``, ``cutmix_alpha``, ``label_smoothing``.
-        batches_per_step: The training loader delivers this many batches as one item, which
-            ``on_after_batch_transfer`` splits into a list: for a model that takes several optimizer steps per
-            Lightning training step (its ``steps_per_execution``; the CLI links the two, Python users set both).
         num_workers: DataLoader worker processes (0: batches are sliced in the main process).
         on_device: Keep the training, validation and test images on the trainer's device (its GPU; 47 MB as uint8)
             and gather each batch there: no per-batch work on the host but the sampler's indices, no copy of float
@@ -62,7 +59,6 @@ class FashionMNISTDataModule(L.LightningDataModule):
         eval_batch_size: int = 1000,
         validation: Validation = Validation(),
         augmentation: Augmentation = Augmentation(),
-        batches_per_step: int = 1,
         num_workers: int = 0,
         on_device: bool = False,
         files: DataFiles = DataFiles(),
@@ -70,8 +66,6 @@ class FashionMNISTDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         check_options(validation, augmentation, batch_size)
-        if batches_per_step < 1:
-            raise UserInputError(f"--data.batches_per_step must be ≥ 1, got {batches_per_step}")
         if on_device and num_workers:
             raise UserInputError(
                 f"--data.on_device gathers batches on the device, which DataLoader workers cannot do: set "
@@ -175,20 +169,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augments training batches where they are (on the GPU when training there), one draw per image; mixup and
-        cutmix then mix the batch with its reverse (timm: one draw per batch) and mix the targets alike.
-
-        With ``batches_per_step`` K > 1 the loader delivers K batches as one and this splits them
-        into a list of ``batch_size`` batches, augmented one after another: the batches of K = 1."""
+        cutmix then mix the batch with its reverse (timm: one draw per batch) and mix the targets alike."""
         # a bare tensor is the model's example input on its way to the TensorBoard graph, not a training batch
         if not self.trainer or not self.trainer.training or not isinstance(batch, (tuple, list)):
             return batch
-        if self.hparams.batches_per_step == 1:
-            return self._augment(*batch)
-        images, targets = batch
-        size = self.hparams.batch_size
-        batches = zip(images.split(size), targets.split(size), strict=True)
-        # the last, short batch of an epoch is dropped with mixup, as the DataLoader drops it with K = 1
-        return [self._augment(*pair) for pair in batches if self.mixup is None or len(pair[0]) == size]
+        return self._augment(*batch)
 
     def _augment(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.image_transform is not None:
@@ -197,14 +182,14 @@ class FashionMNISTDataModule(L.LightningDataModule):
             images, targets = self.mixup(images, targets.argmax(dim=1))
         return images, targets
 
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool = False, batches_per_item: int = 1) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool = False) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
-            batch_size=batch_size * batches_per_item,  # one shuffle either way: the same batches
+            batch_size=batch_size,
             shuffle=train,
-            # timm's mixup pairs each image with another: an even batch (on_after_batch_transfer drops a short one)
-            drop_last=train and self.mixup is not None and batches_per_item == 1,
+            # timm's mixup pairs each image with another: an even batch
+            drop_last=train and self.mixup is not None,
             collate_fn=unpack_batch,
             num_workers=workers,
             persistent_workers=workers > 0,
@@ -213,7 +198,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, True, self.hparams.batches_per_step)
+        return self._loader(self.train_set, self.hparams.batch_size, True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.hparams.eval_batch_size)

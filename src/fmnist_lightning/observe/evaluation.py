@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from fmnist_lightning.fashion_mnist import NUM_CLASSES
+from fmnist_lightning.lightning_private import logger_step
 from fmnist_lightning.observe.figures import (
     confusion_matrix_figure,
     confusion_matrix_markdown,
@@ -44,9 +45,10 @@ def log_confusion_matrix(module: L.LightningModule, stage: str, matrix: torch.Te
     title = f"{type(module).__name__} {stage}" + (f", epoch {module.current_epoch}" if fitting else "")
     # cell numbers cost ~1 s to draw: during fit only on the last epoch (the TEXT tab has them every epoch)
     numbers = not fitting or module.current_epoch + 1 >= (module.trainer.max_epochs or 0)
-    writer.add_figure(f"{stage}/confusion_matrix", confusion_matrix_figure(matrix, title, numbers), module.global_step)
-    writer.add_text(f"{stage}/confusion_matrix", confusion_matrix_markdown(matrix), module.global_step)
-    writer.add_text(f"{stage}/per_class", per_class_table(matrix), module.global_step)
+    step = logger_step(module.trainer)  # the step of the scalars logged with them (val/acc, …): one step axis
+    writer.add_figure(f"{stage}/confusion_matrix", confusion_matrix_figure(matrix, title, numbers), step)
+    writer.add_text(f"{stage}/confusion_matrix", confusion_matrix_markdown(matrix), step)
+    writer.add_text(f"{stage}/per_class", per_class_table(matrix), step)
 
 
 class TestSamples:
@@ -79,7 +81,7 @@ class TestSamples:
                     torch.stack(column) for column in zip(*self.kept[is_correct], strict=True)
                 )
                 figure = sample_grid(images, labels, probabilities, f"{type(module).__name__}: {name} test images")
-                writer.add_figure(f"test/{name}", figure, module.global_step)
+                writer.add_figure(f"test/{name}", figure, logger_step(module.trainer))
 
 
 class EvaluationFigures(L.Callback):

@@ -40,10 +40,9 @@ from fmnist_lightning.training.speed import speed_settings_of
 
 SUMMARY_RUN = "summary"  # the sub-run of a run folder that the HPARAMS tab reads
 RESULTS = ("best_val_acc", "final_val_acc", "test_acc", "fit_time_s", "peak_rss_mb")  # under ~hp/, the rest ~run/
-# where files are, switches of predict only, and a copy of another setting (the model's steps_per_execution)
+# where files are, and switches of predict only
 NOT_COMPARED = frozenset(
     {"data_dir", "files.cache_dir", "predict.path", "pretrained_path", "files.download", "predict.invert"}
-    | {"batches_per_step"}
 )
 SCHEDULER_SETTINGS = ("scheduler_monitor", "scheduler_interval")  # no effect without a scheduler
 # torch's switches of how an optimizer computes its step, not what the step is

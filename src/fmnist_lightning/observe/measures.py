@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from fmnist_lightning.training.speed import SpeedSettings, speed_settings_of
 
 MB = 2**20
-# the model's speed settings the record keeps, with their values where a model has no such hyperparameter
-# what a run without the SpeedSettings callback trains with
+# the speed settings the record keeps; what a run without the SpeedSettings callback trains with
 SPEED_DEFAULTS = SpeedSettings().settings()
-SPEED_SETTINGS = ("precision", "float32_matmul_precision", "data_on_device", *SPEED_DEFAULTS, "steps_per_execution")
+SPEED_SETTINGS = ("precision", "float32_matmul_precision", "data_on_device", *SPEED_DEFAULTS)
 
 
 def peak_rss_mb() -> float | None:
@@ -108,11 +107,9 @@ def speed_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str
     the first training batch reads: ``SpeedSettings.setup`` may set it)."""
     datamodule = trainer.datamodule
     data_hparams = getattr(datamodule, "hparams", None) or {}
-    model_hparams = getattr(pl_module, "hparams", None) or {}
     speed = speed_settings_of(trainer)
     return {
         "precision": str(trainer.precision),
         "data_on_device": bool(data_hparams.get("on_device", False)),
         **(speed.settings() if speed is not None else SPEED_DEFAULTS),
-        "steps_per_execution": model_hparams.get("steps_per_execution", 1),
     }

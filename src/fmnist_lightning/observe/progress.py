@@ -1,7 +1,8 @@
 """What the console shows while a command runs: a progress bar that counts batches and a summary of the network.
 
-- ``BatchProgressBar``: with ``steps_per_execution`` K > 1 each Lightning training step takes K batches, and
-  Lightning's bar would count 59 "steps" in an epoch of LeNet-5's 938 batches; this bar counts the batches.
+- ``BatchProgressBar``: a Lightning training step may take several batches (a speed setting,
+  ``training/multi_step.py``), where Lightning's bar would count 59 "steps" in an epoch of LeNet-5's 938 batches;
+  this bar counts the batches.
 - ``NetworkSummary`` and ``RichNetworkSummary``: the model summary at the start of ``fit``, two levels deep so the
   network's top layers show (``net``, ``net.0``, ...), without the model's torchmetrics objects (epoch means and
   confusion matrices), which hold no weights.
@@ -18,7 +19,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from fmnist_lightning.lightning_private import should_update_logs
-from fmnist_lightning.training.multi_step import batches_per_epoch, batches_per_step, training_batches
+from fmnist_lightning.training.multi_step import batches_done, batches_per_epoch, training_batches
 
 SUMMARY_DEPTH = 2  # the LightningModule's children (the network) and theirs (its layers or blocks)
 
@@ -60,7 +61,7 @@ class BatchProgressBar(TQDMProgressBar):
         if bar is None or not self.is_enabled:
             return
         taken = len(training_batches(batch))
-        done = batch_idx * batches_per_step(pl_module) + taken  # every earlier step of the epoch held K batches
+        done = batches_done(trainer, batch_idx, batch)
         last = trainer.is_last_batch
         redraw = done // self.refresh_rate != (done - taken) // self.refresh_rate or done == bar.total or last
         logged = should_update_logs(trainer)  # the step's figures are new only where the logger writes them

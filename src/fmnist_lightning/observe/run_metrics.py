@@ -18,7 +18,7 @@ span's ends and once an epoch, never within a step.
 
 And the settings that decide a run's speed, so that a reader knows what ran: ``precision`` (the trainer's,
 ``32-true``, ``bf16-mixed``, ...), ``float32_matmul_precision`` (torch's, as the first training batch found it),
-``data_on_device`` (the data module's ``on_device``), and the model's ``channels_last``, ``compile``,
+``data_on_device`` (the data module's ``on_device``), and the ``SpeedSettings``' ``channels_last``, ``compile``,
 ``compile_mode`` and ``steps_per_execution``.
 """
 

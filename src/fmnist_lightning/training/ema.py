@@ -10,7 +10,6 @@ import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
 from fmnist_lightning.lightning_private import averaged_network, use_multi_average_fn
-from fmnist_lightning.training.multi_step import batches_per_step
 
 
 def ema_decay(updates: int, decay: float) -> float:
@@ -31,9 +30,7 @@ class EMAWithWarmup(EMAWeightAveraging):
     whose weights trained at 87 % (its averaged checkpoint: 89.7 % with batch statistics, 9.7 % with its running
     ones). With ``bn_batches`` the averaged network's statistics are computed afresh on that many training batches
     (torch's ``swa_utils.update_bn``; Lightning leaves this to the user) before it is validated, and so before
-    the checkpoints that follow a validation and the copy at the end of fit. They are the batches of the model's
-    optimizer steps: with ``steps_per_execution`` K > 1, whose loader items hold K of them, the same images as with
-    K = 1.
+    the checkpoints that follow a validation and the copy at the end of fit: the data module's training batches.
     """
 
     def __init__(self, decay: float = 0.999, bn_batches: int = 0, **kwargs: Any) -> None:
@@ -59,9 +56,7 @@ class EMAWithWarmup(EMAWeightAveraging):
             # they were, so bn_batches changes what is validated, never what is trained
             with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
                 loader = trainer.datamodule.train_dataloader()
-                items = (trainer.strategy.batch_to_device(item)[0] for item in loader)
-                size = (loader.batch_size or 0) // batches_per_step(pl_module)  # an item holds K step batches
-                batches = (batch for images in items for batch in (images.split(size) if size else [images]))
+                batches = (trainer.strategy.batch_to_device(batch)[0] for batch in loader)
                 # fast_dev_run is "a check on one batch": one batch here too
                 count = 1 if trainer.fast_dev_run else self.bn_batches
                 torch.optim.swa_utils.update_bn(itertools.islice(batches, count), average)

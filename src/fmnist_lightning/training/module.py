@@ -17,7 +17,6 @@ from fmnist_lightning.errors import UserInputError
 from fmnist_lightning.fashion_mnist import CLASS_NAMES, MEAN, STD
 from fmnist_lightning.lightning_private import module_from_checkpoint, should_update_logs
 from fmnist_lightning.networks.keras_layers import KerasRunningVar, RunningVarUpdate
-from fmnist_lightning.training import multi_step
 from fmnist_lightning.training.old_checkpoints import INSTANTIATOR, saved_standardize
 from fmnist_lightning.training.prediction import Prediction, predict_images
 
@@ -48,7 +47,7 @@ class FashionMNISTClassifier(L.LightningModule):
         optimizer: Built with the model's parameters, e.g. ``torch.optim.SGD`` with ``lr: 0.01`` in YAML.
         lr_scheduler: Optional, built with the optimizer; stepped every epoch, or every training step with
             ``scheduler_interval: step``. A ``OneCycleLR`` without ``total_steps`` gets the run's length in
-            optimizer steps from the trainer (``multi_step.optimizer_steps``) and is stepped every step.
+            optimizer steps from the trainer (``training/schedules.py``) and is stepped every step.
         scheduler_monitor: The metric a ``ReduceLROnPlateau`` scheduler watches.
         scheduler_interval: ``epoch`` or ``step``.
         warmup: Scheduler intervals (epochs, or steps) over which the learning rate rises linearly from 1 % to the
@@ -59,18 +58,6 @@ class FashionMNISTClassifier(L.LightningModule):
             default: checkpoints evaluate the same under either). No effect on a network without them.
         tta_flip: Test-time augmentation in ``test`` and ``predict``: the mean of the class probabilities of each
             image and its mirror image.
-        steps_per_execution: Optimizer steps per Lightning training step (Keras's ``steps_per_execution``,
-            ``training/multi_step.py``): the training loader delivers this many batches at a time (the data module's
-            ``batches_per_step``, which the CLI links to this; in Python set both) and ``training_step`` takes a step
-            on each, the same batches and updates as one at a time. Lightning's own work per training step (~1.5 ms
-            on a CPU, which Lightning cannot skip) is then shared by them: 20 % faster for LeNet-5 and Brownlee's CNN
-            on a 2-core CPU. Lightning then counts a group as one batch: in ``log_every_n_steps``,
-            ``val_check_interval``, ``limit_train_batches`` and the step axis of the scalars in TensorBoard
-            (``global_step``, ``max_steps``, checkpoints and the figures count optimizer steps). Schedulers are
-            stepped as Lightning steps them, a schedule sized by the trainer (``OneCycleLR`` without
-            ``total_steps``, a step-wise cosine without ``T_max``) over the run's optimizer steps, and weight
-            averaging (EMA) is updated after every optimizer step: the same learning rates and averaged weights as
-            one at a time. Lightning refuses gradient clipping and accumulation with it.
     """
 
     def __init__(
@@ -84,15 +71,10 @@ class FashionMNISTClassifier(L.LightningModule):
         warmup: int = 0,
         bn_running_var: RunningVarUpdate = "torch",
         tta_flip: bool = False,
-        steps_per_execution: int = 1,
     ) -> None:
         super().__init__()
         if warmup < 0:
             raise UserInputError(f"--model.init_args.warmup must be ≥ 0 scheduler intervals, got {warmup}")
-        if steps_per_execution < 1:
-            raise UserInputError(f"--model.init_args.steps_per_execution must be ≥ 1, got {steps_per_execution}")
-        # Lightning steps the optimizer once per training step; several steps per training step are manual
-        self.automatic_optimization = steps_per_execution == 1
         self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
         self.net = net
         for layer in net.modules():  # the Keras-style BatchNorms (networks/keras_layers.py)
@@ -112,7 +94,6 @@ class FashionMNISTClassifier(L.LightningModule):
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
         self._epoch_sums: dict[str, torch.Tensor] = {}  # stage → (sum of losses, correct predictions)
         self._epoch_counts: dict[str, int] = {}
-        self._plain_steps = False  # set when fit starts
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """What happens to the [0, 1] pixels before the network: the standardisation, if the model has one."""
@@ -168,26 +149,23 @@ class FashionMNISTClassifier(L.LightningModule):
             metric.update(total / count, count)
             self.log(f"{stage}/{name}{suffix}", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
-        """One optimizer step, or with ``steps_per_execution`` > 1 one on each batch of the list ``batch``."""
-        if self.automatic_optimization:
-            loss, accuracy, _ = self.step_on_batch(batch, "train")
-        else:
-            loss, accuracy = multi_step.take_steps(self, batch, self._plain_steps)
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """The batch's loss, for one optimizer step."""
+        loss, accuracy, _ = self.step_on_batch(batch, "train")
         # per step only on the steps the logger writes (each self.log moves its value to the device: ~2 ms); the
         # logger's own rule, which Lightning keeps private. Not prog_bar: Lightning would turn a progress-bar value
         # into a Python number after every later step of the epoch (a host sync on a GPU); the bar shows these from
         # the steps the logger writes (observe/progress.py)
-        if loss is not None and should_update_logs(self.trainer):
+        if should_update_logs(self.trainer):
             self.log("train/loss_step", loss)
             self.log("train/acc_step", accuracy)
-        if self.trainer.is_last_batch:  # here, not in on_train_epoch_end: callbacks read it before that hook
-            self._log_epoch("train", suffix="_epoch")
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        if not self.automatic_optimization:
-            multi_step.step_schedulers(self, "epoch")
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # once an epoch, after its last training step (which may hold several optimizer steps: training/multi_step.py);
+        # not in on_train_epoch_end: callbacks read the epoch's figures there before the model's hook runs
+        if self.trainer.is_last_batch:
+            self._log_epoch("train", suffix="_epoch")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """The batch's logits, for callbacks that look at the predictions (``observe.evaluation``)."""
@@ -201,10 +179,6 @@ class FashionMNISTClassifier(L.LightningModule):
         """Class probabilities (the Keras model's softmax output)."""
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self._evaluate(images, "predict").softmax(dim=1)
-
-    def on_fit_start(self) -> None:
-        multi_step.check_data(self.hparams.steps_per_execution, self.trainer.datamodule)
-        self._plain_steps = not self.automatic_optimization and multi_step.plain_steps_possible(self)
 
     @classmethod
     def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> FashionMNISTClassifier:  # type: ignore[override]

@@ -8,9 +8,8 @@ schedules may leave their length to the trainer, which knows the run's:
   the rest of the run after the warm-up, ``max_epochs - warmup`` epochs, or with ``scheduler_interval: step`` the
   run's optimizer steps less the warm-up's, so that the learning rate reaches ``eta_min`` as the run ends.
 
-The run's optimizer steps are Lightning's ``trainer.estimated_stepping_batches``, counted in batches with
-``steps_per_execution`` K > 1, where Lightning counts groups of K (``multi_step.optimizer_steps``): the same
-schedule, step for step, as with K = 1.
+The run's optimizer steps are ``multi_step.optimizer_steps``: Lightning's ``trainer.estimated_stepping_batches``,
+or where a speed setting takes several optimizer steps per Lightning training step, their count.
 """
 
 from __future__ import annotations
@@ -63,9 +62,7 @@ def configure_optimizers(module: L.LightningModule) -> Any:
             )
         ramp = LinearLR(optimizer, start_factor=0.01, total_iters=warmup)
         scheduler = ramp if scheduler is None else SequentialLR(optimizer, [ramp, scheduler], milestones=[warmup])
-    scheduler_config = {"scheduler": scheduler, "interval": interval}
-    if module.automatic_optimization:  # the monitored value is for Lightning, which steps no scheduler otherwise
-        scheduler_config["monitor"] = module.hparams.scheduler_monitor
+    scheduler_config = {"scheduler": scheduler, "interval": interval, "monitor": module.hparams.scheduler_monitor}
     return {"optimizer": optimizer, "lr_scheduler": scheduler_config}
 
 
@@ -76,7 +73,7 @@ def build_scheduler(module: L.LightningModule, optimizer: Optimizer, interval: s
     except ValueError as error:  # OneCycleLR without total_steps: the trainer knows the run's length
         if "total_steps" not in str(error):
             raise
-        return module.lr_scheduler(optimizer, total_steps=optimizer_steps(module)), "step"
+        return module.lr_scheduler(optimizer, total_steps=optimizer_steps(module.trainer)), "step"
     except TypeError as error:  # torch's CosineAnnealingLR without T_max (built in Python)
         if "T_max" not in str(error):
             raise
@@ -94,7 +91,7 @@ def cosine_length(module: L.LightningModule, interval: str) -> int:
     """
     trainer = module.trainer
     if interval == "step":
-        total, source = optimizer_steps(module), "--trainer.max_epochs or --trainer.max_steps"
+        total, source = optimizer_steps(trainer), "--trainer.max_epochs or --trainer.max_steps"
     else:
         total, source = trainer.max_epochs, "--trainer.max_epochs"
     if total is None or total < 0 or math.isinf(total):
