@@ -1,4 +1,5 @@
-"""Runs that are killed resume where they stopped: real subprocesses, real signals."""
+"""Runs that are killed resume where they stopped: real subprocesses, real signals (the resumes in the test's
+process)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import REPO, error_line, write_dataset
+from support import REPO, error_line, run_in_process, write_dataset
 
 STEPS_PER_EPOCH = 50  # 400 training images in batches of 8, taken 8 batches at a time (fit below): 6 × 8 + 2
 KILLED_AT = 74  # in the second epoch (steps 51–100), after its third group of 8 steps
 SCHEDULER = '{"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 1, "gamma": 0.5}}'
 
 
-def fit(data: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "fmnist_lightning", "fit", "--config", str(REPO / "configs/lenet.yaml")]
+def fit(data: Path, cwd: Path, *args: str, signalled: bool = False) -> subprocess.CompletedProcess:
+    """The fit; in a process of its own where a signal is to stop it (``signalled``), else in the test's process
+    (``support.run_in_process``: a resume reads only what the stopped process left on disk)."""
+    command = ["fit", "--config", str(REPO / "configs/lenet.yaml")]
     command += ["--data.data_dir", str(data), "--data.batch_size", "8", "--trainer.enable_progress_bar", "false"]
     command += ["--model.init_args.optimizer", "torch.optim.Adam", "--model.init_args.lr_scheduler", SCHEDULER]
     command += ["--run_metrics.latency", "false", "--run_metrics.activation_memory", "false"]
     command += ["--speed.steps_per_execution", "8"]  # the groups KILLED_AT and the resume count on
     command += ["--trainer.max_epochs", "3", *args]
+    if not signalled:
+        with pytest.MonkeyPatch.context() as patch:
+            return subprocess.CompletedProcess(command, run_in_process(command, cwd, patch), "", "")
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "XDG_CACHE_HOME": str(cwd / "cache")}
+    command = [sys.executable, "-m", "fmnist_lightning", *command]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -44,7 +51,7 @@ def test_a_killed_fit_resumes_from_last_and_finishes_its_epochs(tmp_path, signal
     kill = {"class_path": "signal_at_step.SignalAtStep", "init_args": {"step": KILLED_AT, "signal_name": signal_name}}
     # batches gathered from the dataset's own (device) tensors resume mid-epoch as the host path's do
     on_device_args = ["--data.on_device", "true"] if on_device else []
-    killed = fit(data, tmp_path, *on_device_args, f"--trainer.callbacks+={json.dumps(kill)}")
+    killed = fit(data, tmp_path, *on_device_args, f"--trainer.callbacks+={json.dumps(kill)}", signalled=True)
     run = tmp_path / "tensorboard_logs" / "LeNet5" / "version_0"
     saved = checkpoint(run)
     if signal_name == "SIGTERM":  # Lightning stops at the step's end; the run's last.ckpt is rewritten there
@@ -104,7 +111,7 @@ def test_a_fit_stopped_during_validation_validates_that_epoch_when_resumed(tmp_p
     expected = json.loads(next((tmp_path / "uninterrupted").rglob("metrics.json")).read_text())
 
     stop = {"class_path": "signal_at_step.SignalInValidation", "init_args": {"epoch": 1}}
-    killed = fit(data, tmp_path, *validation, f"--trainer.callbacks+={json.dumps(stop)}")
+    killed = fit(data, tmp_path, *validation, f"--trainer.callbacks+={json.dumps(stop)}", signalled=True)
     assert killed.returncode == 143, killed.stderr[-2000:]
     resumed = fit(data, tmp_path, *validation, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
