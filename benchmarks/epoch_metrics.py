@@ -16,18 +16,16 @@ The results replace this machine kind's ``benchmarks/results/epoch_metrics_<mach
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from interleaved_fits import fit_images_per_s, interleaved, ratio_over_pairs
 from results_file import results_path, write_results
-from steps_per_execution import StepTimes
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from fmnist_lightning.commands.cli import FashionMNISTCLI
 from fmnist_lightning.models import LeNet5
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,18 +55,13 @@ class PerStepMetricsLeNet5(LeNet5):
         """Lightning logs the epoch's figures from the metric objects."""
 
 
-def images_per_s(way: str, options: argparse.Namespace, logs: str) -> float:
+def fit_args(way: str, options: argparse.Namespace, logs: str) -> list[str]:
     args = ["--config", options.config, "--data.data_dir", options.data_dir, "--speed.compile", "false"]
     if way == "per_step_torchmetrics":
         args += ["--model.class_path", f"{__name__}.PerStepMetricsLeNet5"]
     args += ["--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"]
     args += ["--trainer.limit_train_batches", str(options.train_steps)]
-    args += ["--trainer.logger.init_args.save_dir", logs, "--trainer.callbacks+=steps_per_execution.StepTimes"]
-    cli = FashionMNISTCLI(args, run=False)
-    cli.trainer.fit(cli.model, cli.datamodule)
-    marks = next(c for c in cli.trainer.callbacks if isinstance(c, StepTimes)).marks
-    start = len(marks) // 10
-    return sum(images for _, images in marks[start + 1 :]) / (marks[-1][0] - marks[start][0])
+    return [*args, "--trainer.logger.init_args.save_dir", logs]
 
 
 def main() -> None:
@@ -81,19 +74,16 @@ def main() -> None:
     parser.add_argument("--out", help="results file (default: benchmarks/results/epoch_metrics_<kind>.json)")
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
-    speeds: dict[str, list[float]] = {way: [] for way in WAYS}
     with tempfile.TemporaryDirectory() as logs:
-        for pair in range(options.pairs):
-            for way in WAYS if pair % 2 == 0 else reversed(WAYS):
-                speeds[way].append(images_per_s(way, options, logs))
-            print(f"pair {pair}: " + ", ".join(f"{way} {speeds[way][-1]:.0f}" for way in WAYS) + " images/s")
-    ratios = [a / b for a, b in zip(speeds["per_step_torchmetrics"], speeds["epoch_sums"], strict=True)]
+        ways = {way: (lambda way=way: fit_images_per_s(fit_args(way, options, logs))) for way in WAYS}
+        speeds = interleaved(ways, options.pairs)
+    ratio = ratio_over_pairs(speeds["per_step_torchmetrics"], speeds["epoch_sums"])
     fields = {
         "config": options.config.rpartition("configs/")[2],
         "threads": options.threads,
         "train_steps_per_fit": options.train_steps,
-        "per_step_over_epoch_sums_median": round(statistics.median(ratios), 3),
-        "per_step_over_epoch_sums_range": [round(min(ratios), 3), round(max(ratios), 3)],
+        "per_step_over_epoch_sums_median": ratio["median"],
+        "per_step_over_epoch_sums_range": ratio["range"],
         **{f"images_per_s_{way}": [round(s) for s in speeds[way]] for way in WAYS},
     }
     median, spread = fields["per_step_over_epoch_sums_median"], fields["per_step_over_epoch_sums_range"]
