@@ -110,3 +110,13 @@ def test_keras_adam_steps_each_parameter_by_its_own_count():
     for ours, reference in zip(together, apart, strict=True):
         torch.testing.assert_close(ours, reference, rtol=0, atol=0)
     assert [optimizer.state[p]["step"] for p in together] == [3, 2]
+
+
+def test_keras_adam_defaults_are_keras_adams():
+    """A config that names KerasAdam without a setting gets Keras's: its defaults are read from Keras's own Adam
+    (lr 0.001, β 0.9 and 0.999, ε 1e-7; torch's Adam has ε 1e-8), not written out here."""
+    keras_adam = keras.optimizers.Adam().get_config()
+    ours = KerasAdam([torch.zeros(1, requires_grad=True)]).defaults
+    assert ours["lr"] == pytest.approx(keras_adam["learning_rate"], rel=1e-7)
+    assert ours["betas"] == (keras_adam["beta_1"], keras_adam["beta_2"])
+    assert ours["eps"] == keras_adam["epsilon"]
