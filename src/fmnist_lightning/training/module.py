@@ -133,7 +133,9 @@ class FashionMNISTClassifier(L.LightningModule):
         # Lightning's self.log costs ~2 ms a call on a CPU (it moves its record to the device every time), and a
         # torchmetrics update ~0.15 ms (its wrapper, not its arithmetic): per step only the batch's loss and correct
         # count are summed on the device; the sums go into the torchmetrics means (which sync across DDP ranks) and
-        # are logged once an epoch, the training step's own figures only on the steps the logger writes
+        # are logged once an epoch, the training step's own figures only on the steps the logger writes. Lightning's
+        # usual way, torchmetrics objects updated and logged every step, trained LeNet-5 at 0.78× (0.72-0.83×) of
+        # this speed on a 2-core CPU (benchmarks/epoch_metrics.py, docs/speed.md)
         batch_sums = torch.stack((loss.detach() * len(images), correct.to(loss.dtype)))
         self._epoch_sums[stage] = self._epoch_sums.get(stage, 0) + batch_sums
         self._epoch_counts[stage] = self._epoch_counts.get(stage, 0) + len(images)
